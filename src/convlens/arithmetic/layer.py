@@ -1,0 +1,309 @@
+"""One layer's geometry: convolution, transposed convolution, max and average pooling.
+
+:class:`LayerSpec` is a frozen value type. It holds what decides the spatial arithmetic of a
+layer in 1, 2 or 3 dimensions and computes output sizes exactly as PyTorch does (``ceil_mode``
+and the asymmetric ``padding='same'`` split included). See Dumoulin & Visin, *A guide to
+convolution arithmetic for deep learning*, arXiv:1603.07285.
+
+>>> spec = LayerSpec.conv(3, stride=2, padding=1)
+>>> spec.output_size((5, 5))
+(3, 3)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import torch.nn as nn
+
+from convlens._utils import as_tuple, check_positive, infer_ndim
+from convlens.errors import ParameterError
+
+__all__ = ["PADDING_MODES", "LayerKind", "LayerSpec", "conv_output_length", "pool_output_length"]
+
+LayerKind = Literal["conv", "conv_transpose", "max_pool", "avg_pool"]
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+_KINDS = ("conv", "conv_transpose", "max_pool", "avg_pool")
+
+
+def conv_output_length(i: int, k: int, s: int = 1, p_lo: int = 0, p_hi: int | None = None,
+                       d: int = 1) -> int:
+    """Output length of a convolution along one dimension (floor division, as PyTorch).
+
+    >>> conv_output_length(5, 3, s=2, p_lo=1)
+    3
+    """
+    p_hi = p_lo if p_hi is None else p_hi
+    return (i + p_lo + p_hi - d * (k - 1) - 1) // s + 1
+
+
+def pool_output_length(i: int, k: int, s: int, p: int, d: int = 1, ceil_mode: bool = False) -> int:
+    """Output length of max/avg pooling along one dimension, ``ceil_mode`` as PyTorch has it.
+
+    With ``ceil_mode`` the last window may start past the input, unless it would start in the
+    right padding only, in which case it is dropped.
+
+    >>> pool_output_length(6, 3, 2, 0, ceil_mode=False), pool_output_length(6, 3, 2, 0, ceil_mode=True)
+    (2, 3)
+    """
+    num = i + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)
+    out = num // s + 1
+    if ceil_mode and (out - 1) * s >= i + p:
+        out -= 1
+    return out
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """Geometry of one convolution, transposed convolution or pooling layer.
+
+    Build it with :meth:`conv`, :meth:`conv_transpose`, :meth:`max_pool`, :meth:`avg_pool`
+    or :meth:`from_module`. Every per-dimension field is a tuple of ``ndim`` ints; ``padding``
+    may also be the string ``'same'`` or ``'valid'`` (convolutions only).
+
+    >>> import torch.nn as nn
+    >>> LayerSpec.from_module(nn.MaxPool2d(3, 2, ceil_mode=True)).output_size((6, 6))
+    (3, 3)
+    """
+
+    kind: LayerKind
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...] | Literal["same", "valid"]
+    dilation: tuple[int, ...]
+    output_padding: tuple[int, ...]
+    groups: int = 1
+    ceil_mode: bool = False
+    padding_mode: str = "zeros"
+    in_channels: int | None = None
+    out_channels: int | None = None
+    count_include_pad: bool = True
+
+    # ------------------------------------------------------------------ construction
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ParameterError("kind", f"one of {', '.join(_KINDS)}", self.kind)
+        n = len(self.kernel_size)
+        if n not in (1, 2, 3):
+            raise ParameterError("kernel_size", "1, 2 or 3 spatial dimensions", self.kernel_size)
+        for name in ("stride", "dilation", "output_padding"):
+            if len(getattr(self, name)) != n:
+                raise ParameterError(name, f"{n} values (one per dimension)", getattr(self, name))
+        check_positive(self.kernel_size, "kernel_size")
+        check_positive(self.stride, "stride")
+        check_positive(self.dilation, "dilation")
+        check_positive(self.output_padding, "output_padding", allow_zero=True)
+        if isinstance(self.padding, str):
+            if self.padding not in ("same", "valid"):
+                raise ParameterError("padding", "an int, a tuple of ints, 'same' or 'valid'",
+                                     self.padding)
+            if self.kind != "conv":
+                raise ParameterError("padding", f"ints for {self.kind} (strings are for conv only)",
+                                     self.padding)
+            if self.padding == "same" and any(s != 1 for s in self.stride):
+                raise ParameterError("stride", "1 in every dimension with padding='same' "
+                                     "(PyTorch does not support 'same' for strided convolutions)",
+                                     self.stride if n > 1 else self.stride[0])
+        else:
+            if len(self.padding) != n:
+                raise ParameterError("padding", f"{n} values (one per dimension)", self.padding)
+            check_positive(self.padding, "padding", allow_zero=True)
+        if self.padding_mode not in PADDING_MODES:
+            raise ParameterError("padding_mode", f"one of {', '.join(PADDING_MODES)}",
+                                 self.padding_mode)
+        if self.kind == "conv_transpose" and self.padding_mode != "zeros":
+            raise ParameterError("padding_mode", "'zeros' for a transposed convolution "
+                                 "(PyTorch supports no other)", self.padding_mode)
+        if self.kind == "conv_transpose":
+            bad = [(op, s, d) for op, s, d in zip(self.output_padding, self.stride, self.dilation)
+                   if not (op < s or op < d)]
+            if bad:
+                raise ParameterError(
+                    "output_padding", "a value smaller than either stride or dilation in each "
+                    f"dimension (stride={self.stride}, dilation={self.dilation})",
+                    self.output_padding if n > 1 else self.output_padding[0])
+        elif any(self.output_padding):
+            raise ParameterError("output_padding", f"0 for {self.kind}", self.output_padding)
+        if self.kind in ("max_pool", "avg_pool"):
+            assert isinstance(self.padding, tuple)
+            half = tuple(k // 2 for k in self.kernel_size)
+            if any(p > h for p, h in zip(self.padding, half)):
+                raise ParameterError("padding", f"at most half the kernel size {half} for pooling",
+                                     self.padding if n > 1 else self.padding[0])
+            if self.kind == "avg_pool" and any(d != 1 for d in self.dilation):
+                raise ParameterError("dilation", "1 for average pooling", self.dilation)
+        if not isinstance(self.groups, int) or self.groups < 1:
+            raise ParameterError("groups", "a positive int", self.groups)
+        for name in ("in_channels", "out_channels"):
+            c = getattr(self, name)
+            if c is not None and (not isinstance(c, int) or c < 1):
+                raise ParameterError(name, "a positive int", c)
+            if c is not None and c % self.groups:
+                raise ParameterError("groups", f"a divisor of {name}={c}", self.groups)
+
+    @classmethod
+    def _make(cls, kind: LayerKind, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
+              output_padding: Any, ndim: int | None, **rest: Any) -> LayerSpec:
+        n = ndim or infer_ndim(kernel_size, stride, padding, dilation, output_padding)
+        if isinstance(padding, str):
+            pad: tuple[int, ...] | str = padding
+        else:
+            pad = as_tuple(padding, n, "padding")
+        return cls(kind=kind, kernel_size=as_tuple(kernel_size, n, "kernel_size"),
+                   stride=as_tuple(stride, n, "stride"), padding=pad,  # type: ignore[arg-type]
+                   dilation=as_tuple(dilation, n, "dilation"),
+                   output_padding=as_tuple(output_padding, n, "output_padding"), **rest)
+
+    @classmethod
+    def conv(cls, kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+             groups: int = 1, padding_mode: str = "zeros", *, in_channels: int | None = None,
+             out_channels: int | None = None, ndim: int | None = None) -> LayerSpec:
+        """A convolution (``nn.ConvNd``). ``ndim`` defaults to the length of any tuple given, else 2."""
+        return cls._make("conv", kernel_size, stride, padding, dilation, 0, ndim, groups=groups,
+                         padding_mode=padding_mode, in_channels=in_channels,
+                         out_channels=out_channels)
+
+    @classmethod
+    def conv_transpose(cls, kernel_size: Any, stride: Any = 1, padding: Any = 0,
+                       output_padding: Any = 0, groups: int = 1, dilation: Any = 1, *,
+                       in_channels: int | None = None, out_channels: int | None = None,
+                       ndim: int | None = None) -> LayerSpec:
+        """A transposed convolution (``nn.ConvTransposeNd``); arguments in PyTorch's order."""
+        return cls._make("conv_transpose", kernel_size, stride, padding, dilation, output_padding,
+                         ndim, groups=groups, in_channels=in_channels, out_channels=out_channels)
+
+    @classmethod
+    def max_pool(cls, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
+                 ceil_mode: bool = False, *, ndim: int | None = None) -> LayerSpec:
+        """Max pooling (``nn.MaxPoolNd``); ``stride`` defaults to ``kernel_size``."""
+        return cls._make("max_pool", kernel_size, kernel_size if stride is None else stride,
+                         padding, dilation, 0, ndim, ceil_mode=bool(ceil_mode))
+
+    @classmethod
+    def avg_pool(cls, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                 ceil_mode: bool = False, count_include_pad: bool = True, *,
+                 ndim: int | None = None) -> LayerSpec:
+        """Average pooling (``nn.AvgPoolNd``); ``stride`` defaults to ``kernel_size``."""
+        return cls._make("avg_pool", kernel_size, kernel_size if stride is None else stride,
+                         padding, 1, 0, ndim, ceil_mode=bool(ceil_mode),
+                         count_include_pad=bool(count_include_pad))
+
+    @classmethod
+    def from_module(cls, module: nn.Module) -> LayerSpec:
+        """The geometry of a Conv1/2/3d, ConvTranspose1/2/3d, MaxPool1/2/3d or AvgPool1/2/3d."""
+        from convlens.arithmetic._modules import spec_from_module
+
+        return spec_from_module(module)
+
+    def replace(self, **changes: Any) -> LayerSpec:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    # ------------------------------------------------------------------ arithmetic
+    @property
+    def ndim(self) -> int:
+        """Number of spatial dimensions."""
+        return len(self.kernel_size)
+
+    @property
+    def effective_kernel(self) -> tuple[int, ...]:
+        """Kernel extent with dilation: ``d*(k-1)+1`` per dimension."""
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_size, self.dilation))
+
+    def padding_pairs(self) -> tuple[tuple[int, int], ...]:
+        """Padding as ``(before, after)`` per dimension, ``'same'`` split as PyTorch splits it.
+
+        PyTorch puts the smaller half first: total ``d*(k-1)``, before ``total // 2``.
+
+        >>> LayerSpec.conv(4, padding="same", ndim=1).padding_pairs()
+        ((1, 2),)
+        """
+        if self.padding == "valid":
+            return tuple((0, 0) for _ in self.kernel_size)
+        if self.padding == "same":
+            totals = [d * (k - 1) for k, d in zip(self.kernel_size, self.dilation)]
+            return tuple((t // 2, t - t // 2) for t in totals)
+        return tuple((p, p) for p in self.padding)
+
+    def _check_input(self, input_size: Any) -> tuple[int, ...]:
+        size = as_tuple(input_size, self.ndim, "input_size")
+        check_positive(size, "input_size")
+        return size
+
+    def output_size(self, input_size: Any) -> tuple[int, ...]:
+        """Spatial output size for spatial ``input_size``, exactly as PyTorch computes it.
+
+        Raises :class:`~convlens.errors.ParameterError` where PyTorch would refuse the input
+        (a kernel larger than the padded input, reflect padding not smaller than the input...).
+
+        >>> LayerSpec.conv_transpose(3, stride=2, padding=1, output_padding=1).output_size(6)
+        (12, 12)
+        """
+        size = self._check_input(input_size)
+        pads = self.padding_pairs()
+        if self.kind == "conv_transpose":
+            return tuple(
+                (i - 1) * s - 2 * lo + d * (k - 1) + op + 1
+                for i, s, (lo, _), d, k, op in zip(size, self.stride, pads, self.dilation,
+                                                   self.kernel_size, self.output_padding)
+            )
+        if self.kind == "conv" and self.padding_mode in ("reflect", "circular"):
+            for i, (lo, hi) in zip(size, pads):
+                limit_ok = max(lo, hi) < i if self.padding_mode == "reflect" else max(lo, hi) <= i
+                if not limit_ok:
+                    rel = "smaller than" if self.padding_mode == "reflect" else "at most"
+                    raise ParameterError(
+                        "padding", f"a value {rel} the input size {size} with "
+                        f"padding_mode={self.padding_mode!r}", self.padding)
+        out = []
+        for i, (lo, hi), e, k, s, d in zip(size, pads, self.effective_kernel, self.kernel_size,
+                                           self.stride, self.dilation):
+            if i + lo + hi < e:
+                raise ParameterError(
+                    "kernel_size", f"an effective kernel (dilation*(kernel-1)+1 = {e}) no larger "
+                    f"than the padded input ({i}+{lo}+{hi} = {i + lo + hi})", self.kernel_size,
+                    hint=f"input_size={size}")
+            if self.kind == "conv":
+                o = conv_output_length(i, k, s, lo, hi, d)
+            else:
+                o = pool_output_length(i, k, s, lo, d, self.ceil_mode)
+            if o < 1:
+                raise ParameterError("input_size", "an input large enough for one output",
+                                     size, hint=f"output would be {o}")
+            out.append(o)
+        return tuple(out)
+
+    def output_shape(self, input_shape: Any) -> tuple[int, ...]:
+        """Output shape for a full input shape ``(N, C, *spatial)`` or ``(C, *spatial)``.
+
+        The channel count becomes ``out_channels`` where it is known.
+        """
+        shape = tuple(int(v) for v in input_shape)
+        if len(shape) not in (self.ndim + 1, self.ndim + 2):
+            raise ParameterError("input_shape", f"(N, C, *{self.ndim} spatial) or (C, *spatial)",
+                                 shape)
+        lead, spatial = shape[: -self.ndim], shape[-self.ndim:]
+        c = lead[-1]
+        if self.in_channels is not None and c != self.in_channels:
+            raise ParameterError("input_shape", f"{self.in_channels} channels", c)
+        c_out = self.out_channels if self.kind in ("conv", "conv_transpose") and \
+            self.out_channels is not None else c
+        return (*lead[:-1], c_out, *self.output_size(spatial))
+
+    def describe(self) -> str:
+        """A one-line PyTorch-like description, e.g. ``conv k=(3, 3) s=(2, 2) p=(1, 1)``."""
+        parts = [f"{self.kind} k={self.kernel_size}", f"s={self.stride}", f"p={self.padding}"]
+        if any(d != 1 for d in self.dilation):
+            parts.append(f"d={self.dilation}")
+        if any(self.output_padding):
+            parts.append(f"op={self.output_padding}")
+        if self.groups != 1:
+            parts.append(f"g={self.groups}")
+        if self.ceil_mode:
+            parts.append("ceil")
+        if self.padding_mode != "zeros":
+            parts.append(self.padding_mode)
+        return " ".join(parts)
+
+
