@@ -8,7 +8,12 @@ symbolic derivations, and the Zeiler & Fergus deconvnet (arXiv:1311.2901) for Py
 (3, 3)
 """
 
-from convlens.errors import ConvLensError, ParameterError, ParameterTypeError, UnsupportedModuleError
+from convlens.errors import (
+    ConvLensError,
+    ParameterError,
+    ParameterTypeError,
+    UnsupportedModuleError,
+)
 
 __version__ = "0.1.0"
 

@@ -36,26 +36,60 @@ def spec_from_module(module: nn.Module, path: str = "module") -> LayerSpec:
         raise ParameterTypeError("module", "a torch.nn.Module", module)
     if (n := _ndim(module, _CONV)) is not None:
         assert isinstance(module, nn.modules.conv._ConvNd)
-        return LayerSpec._make("conv", module.kernel_size, module.stride, module.padding,
-                               module.dilation, 0, n, groups=module.groups,
-                               padding_mode=module.padding_mode, in_channels=module.in_channels,
-                               out_channels=module.out_channels)
+        return LayerSpec._make(
+            "conv",
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.dilation,
+            0,
+            n,
+            groups=module.groups,
+            padding_mode=module.padding_mode,
+            in_channels=module.in_channels,
+            out_channels=module.out_channels,
+        )
     if (n := _ndim(module, _TCONV)) is not None:
         assert isinstance(module, nn.modules.conv._ConvNd)
-        return LayerSpec._make("conv_transpose", module.kernel_size, module.stride,
-                               module.padding, module.dilation, module.output_padding, n,
-                               groups=module.groups, in_channels=module.in_channels,
-                               out_channels=module.out_channels)
+        return LayerSpec._make(
+            "conv_transpose",
+            module.kernel_size,
+            module.stride,
+            module.padding,
+            module.dilation,
+            module.output_padding,
+            n,
+            groups=module.groups,
+            in_channels=module.in_channels,
+            out_channels=module.out_channels,
+        )
     if (n := _ndim(module, _MAX)) is not None:
         m = module
         stride = m.stride if m.stride is not None else m.kernel_size  # type: ignore[attr-defined]
-        return LayerSpec._make("max_pool", m.kernel_size, stride, m.padding,  # type: ignore[attr-defined]
-                               m.dilation, 0, n, ceil_mode=bool(m.ceil_mode))  # type: ignore[attr-defined]
+        return LayerSpec._make(
+            "max_pool",
+            m.kernel_size,
+            stride,
+            m.padding,  # type: ignore[attr-defined]
+            m.dilation,
+            0,
+            n,
+            ceil_mode=bool(m.ceil_mode),
+        )  # type: ignore[attr-defined]
     if (n := _ndim(module, _AVG)) is not None:
         m = module
         stride = m.stride if m.stride is not None else m.kernel_size  # type: ignore[attr-defined]
-        return LayerSpec._make("avg_pool", m.kernel_size, stride, m.padding, 1, 0, n,  # type: ignore[attr-defined]
-                               ceil_mode=bool(m.ceil_mode),  # type: ignore[attr-defined]
-                               count_include_pad=bool(m.count_include_pad))  # type: ignore[attr-defined]
-    raise UnsupportedModuleError(path, type(module).__name__, list(SUPPORTED_MODULES),
-                                 "convolution arithmetic")
+        return LayerSpec._make(
+            "avg_pool",
+            m.kernel_size,
+            stride,
+            m.padding,
+            1,
+            0,
+            n,  # type: ignore[attr-defined]
+            ceil_mode=bool(m.ceil_mode),  # type: ignore[attr-defined]
+            count_include_pad=bool(m.count_include_pad),
+        )  # type: ignore[attr-defined]
+    raise UnsupportedModuleError(
+        path, type(module).__name__, list(SUPPORTED_MODULES), "convolution arithmetic"
+    )

@@ -27,8 +27,9 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 _KINDS = ("conv", "conv_transpose", "max_pool", "avg_pool")
 
 
-def conv_output_length(i: int, k: int, s: int = 1, p_lo: int = 0, p_hi: int | None = None,
-                       d: int = 1) -> int:
+def conv_output_length(
+    i: int, k: int, s: int = 1, p_lo: int = 0, p_hi: int | None = None, d: int = 1
+) -> int:
     """Output length of a convolution along one dimension (floor division, as PyTorch).
 
     >>> conv_output_length(5, 3, s=2, p_lo=1)
@@ -96,41 +97,58 @@ class LayerSpec:
         check_positive(self.output_padding, "output_padding", allow_zero=True)
         if isinstance(self.padding, str):
             if self.padding not in ("same", "valid"):
-                raise ParameterError("padding", "an int, a tuple of ints, 'same' or 'valid'",
-                                     self.padding)
+                raise ParameterError(
+                    "padding", "an int, a tuple of ints, 'same' or 'valid'", self.padding
+                )
             if self.kind != "conv":
-                raise ParameterError("padding", f"ints for {self.kind} (strings are for conv only)",
-                                     self.padding)
+                raise ParameterError(
+                    "padding", f"ints for {self.kind} (strings are for conv only)", self.padding
+                )
             if self.padding == "same" and any(s != 1 for s in self.stride):
-                raise ParameterError("stride", "1 in every dimension with padding='same' "
-                                     "(PyTorch does not support 'same' for strided convolutions)",
-                                     self.stride if n > 1 else self.stride[0])
+                raise ParameterError(
+                    "stride",
+                    "1 in every dimension with padding='same' "
+                    "(PyTorch does not support 'same' for strided convolutions)",
+                    self.stride if n > 1 else self.stride[0],
+                )
         else:
             if len(self.padding) != n:
                 raise ParameterError("padding", f"{n} values (one per dimension)", self.padding)
             check_positive(self.padding, "padding", allow_zero=True)
         if self.padding_mode not in PADDING_MODES:
-            raise ParameterError("padding_mode", f"one of {', '.join(PADDING_MODES)}",
-                                 self.padding_mode)
+            raise ParameterError(
+                "padding_mode", f"one of {', '.join(PADDING_MODES)}", self.padding_mode
+            )
         if self.kind == "conv_transpose" and self.padding_mode != "zeros":
-            raise ParameterError("padding_mode", "'zeros' for a transposed convolution "
-                                 "(PyTorch supports no other)", self.padding_mode)
+            raise ParameterError(
+                "padding_mode",
+                "'zeros' for a transposed convolution (PyTorch supports no other)",
+                self.padding_mode,
+            )
         if self.kind == "conv_transpose":
-            bad = [(op, s, d) for op, s, d in zip(self.output_padding, self.stride, self.dilation)
-                   if not (op < s or op < d)]
+            bad = [
+                (op, s, d)
+                for op, s, d in zip(self.output_padding, self.stride, self.dilation)
+                if not (op < s or op < d)
+            ]
             if bad:
                 raise ParameterError(
-                    "output_padding", "a value smaller than either stride or dilation in each "
+                    "output_padding",
+                    "a value smaller than either stride or dilation in each "
                     f"dimension (stride={self.stride}, dilation={self.dilation})",
-                    self.output_padding if n > 1 else self.output_padding[0])
+                    self.output_padding if n > 1 else self.output_padding[0],
+                )
         elif any(self.output_padding):
             raise ParameterError("output_padding", f"0 for {self.kind}", self.output_padding)
         if self.kind in ("max_pool", "avg_pool"):
             assert isinstance(self.padding, tuple)
             half = tuple(k // 2 for k in self.kernel_size)
             if any(p > h for p, h in zip(self.padding, half)):
-                raise ParameterError("padding", f"at most half the kernel size {half} for pooling",
-                                     self.padding if n > 1 else self.padding[0])
+                raise ParameterError(
+                    "padding",
+                    f"at most half the kernel size {half} for pooling",
+                    self.padding if n > 1 else self.padding[0],
+                )
             if self.kind == "avg_pool" and any(d != 1 for d in self.dilation):
                 raise ParameterError("dilation", "1 for average pooling", self.dilation)
         if not isinstance(self.groups, int) or self.groups < 1:
@@ -143,51 +161,135 @@ class LayerSpec:
                 raise ParameterError("groups", f"a divisor of {name}={c}", self.groups)
 
     @classmethod
-    def _make(cls, kind: LayerKind, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
-              output_padding: Any, ndim: int | None, **rest: Any) -> LayerSpec:
+    def _make(
+        cls,
+        kind: LayerKind,
+        kernel_size: Any,
+        stride: Any,
+        padding: Any,
+        dilation: Any,
+        output_padding: Any,
+        ndim: int | None,
+        **rest: Any,
+    ) -> LayerSpec:
         n = ndim or infer_ndim(kernel_size, stride, padding, dilation, output_padding)
         if isinstance(padding, str):
             pad: tuple[int, ...] | str = padding
         else:
             pad = as_tuple(padding, n, "padding")
-        return cls(kind=kind, kernel_size=as_tuple(kernel_size, n, "kernel_size"),
-                   stride=as_tuple(stride, n, "stride"), padding=pad,  # type: ignore[arg-type]
-                   dilation=as_tuple(dilation, n, "dilation"),
-                   output_padding=as_tuple(output_padding, n, "output_padding"), **rest)
+        return cls(
+            kind=kind,
+            kernel_size=as_tuple(kernel_size, n, "kernel_size"),
+            stride=as_tuple(stride, n, "stride"),
+            padding=pad,  # type: ignore[arg-type]
+            dilation=as_tuple(dilation, n, "dilation"),
+            output_padding=as_tuple(output_padding, n, "output_padding"),
+            **rest,
+        )
 
     @classmethod
-    def conv(cls, kernel_size: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
-             groups: int = 1, padding_mode: str = "zeros", *, in_channels: int | None = None,
-             out_channels: int | None = None, ndim: int | None = None) -> LayerSpec:
+    def conv(
+        cls,
+        kernel_size: Any,
+        stride: Any = 1,
+        padding: Any = 0,
+        dilation: Any = 1,
+        groups: int = 1,
+        padding_mode: str = "zeros",
+        *,
+        in_channels: int | None = None,
+        out_channels: int | None = None,
+        ndim: int | None = None,
+    ) -> LayerSpec:
         """A convolution (``nn.ConvNd``). ``ndim`` defaults to the length of any tuple given, else 2."""
-        return cls._make("conv", kernel_size, stride, padding, dilation, 0, ndim, groups=groups,
-                         padding_mode=padding_mode, in_channels=in_channels,
-                         out_channels=out_channels)
+        return cls._make(
+            "conv",
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            0,
+            ndim,
+            groups=groups,
+            padding_mode=padding_mode,
+            in_channels=in_channels,
+            out_channels=out_channels,
+        )
 
     @classmethod
-    def conv_transpose(cls, kernel_size: Any, stride: Any = 1, padding: Any = 0,
-                       output_padding: Any = 0, groups: int = 1, dilation: Any = 1, *,
-                       in_channels: int | None = None, out_channels: int | None = None,
-                       ndim: int | None = None) -> LayerSpec:
+    def conv_transpose(
+        cls,
+        kernel_size: Any,
+        stride: Any = 1,
+        padding: Any = 0,
+        output_padding: Any = 0,
+        groups: int = 1,
+        dilation: Any = 1,
+        *,
+        in_channels: int | None = None,
+        out_channels: int | None = None,
+        ndim: int | None = None,
+    ) -> LayerSpec:
         """A transposed convolution (``nn.ConvTransposeNd``); arguments in PyTorch's order."""
-        return cls._make("conv_transpose", kernel_size, stride, padding, dilation, output_padding,
-                         ndim, groups=groups, in_channels=in_channels, out_channels=out_channels)
+        return cls._make(
+            "conv_transpose",
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            output_padding,
+            ndim,
+            groups=groups,
+            in_channels=in_channels,
+            out_channels=out_channels,
+        )
 
     @classmethod
-    def max_pool(cls, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
-                 ceil_mode: bool = False, *, ndim: int | None = None) -> LayerSpec:
+    def max_pool(
+        cls,
+        kernel_size: Any,
+        stride: Any = None,
+        padding: Any = 0,
+        dilation: Any = 1,
+        ceil_mode: bool = False,
+        *,
+        ndim: int | None = None,
+    ) -> LayerSpec:
         """Max pooling (``nn.MaxPoolNd``); ``stride`` defaults to ``kernel_size``."""
-        return cls._make("max_pool", kernel_size, kernel_size if stride is None else stride,
-                         padding, dilation, 0, ndim, ceil_mode=bool(ceil_mode))
+        return cls._make(
+            "max_pool",
+            kernel_size,
+            kernel_size if stride is None else stride,
+            padding,
+            dilation,
+            0,
+            ndim,
+            ceil_mode=bool(ceil_mode),
+        )
 
     @classmethod
-    def avg_pool(cls, kernel_size: Any, stride: Any = None, padding: Any = 0,
-                 ceil_mode: bool = False, count_include_pad: bool = True, *,
-                 ndim: int | None = None) -> LayerSpec:
+    def avg_pool(
+        cls,
+        kernel_size: Any,
+        stride: Any = None,
+        padding: Any = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        *,
+        ndim: int | None = None,
+    ) -> LayerSpec:
         """Average pooling (``nn.AvgPoolNd``); ``stride`` defaults to ``kernel_size``."""
-        return cls._make("avg_pool", kernel_size, kernel_size if stride is None else stride,
-                         padding, 1, 0, ndim, ceil_mode=bool(ceil_mode),
-                         count_include_pad=bool(count_include_pad))
+        return cls._make(
+            "avg_pool",
+            kernel_size,
+            kernel_size if stride is None else stride,
+            padding,
+            1,
+            0,
+            ndim,
+            ceil_mode=bool(ceil_mode),
+            count_include_pad=bool(count_include_pad),
+        )
 
     @classmethod
     def from_module(cls, module: nn.Module) -> LayerSpec:
@@ -245,8 +347,9 @@ class LayerSpec:
         if self.kind == "conv_transpose":
             return tuple(
                 (i - 1) * s - 2 * lo + d * (k - 1) + op + 1
-                for i, s, (lo, _), d, k, op in zip(size, self.stride, pads, self.dilation,
-                                                   self.kernel_size, self.output_padding)
+                for i, s, (lo, _), d, k, op in zip(
+                    size, self.stride, pads, self.dilation, self.kernel_size, self.output_padding
+                )
             )
         if self.kind == "conv" and self.padding_mode in ("reflect", "circular"):
             for i, (lo, hi) in zip(size, pads):
@@ -254,23 +357,34 @@ class LayerSpec:
                 if not limit_ok:
                     rel = "smaller than" if self.padding_mode == "reflect" else "at most"
                     raise ParameterError(
-                        "padding", f"a value {rel} the input size {size} with "
-                        f"padding_mode={self.padding_mode!r}", self.padding)
+                        "padding",
+                        f"a value {rel} the input size {size} with "
+                        f"padding_mode={self.padding_mode!r}",
+                        self.padding,
+                    )
         out = []
-        for i, (lo, hi), e, k, s, d in zip(size, pads, self.effective_kernel, self.kernel_size,
-                                           self.stride, self.dilation):
+        for i, (lo, hi), e, k, s, d in zip(
+            size, pads, self.effective_kernel, self.kernel_size, self.stride, self.dilation
+        ):
             if i + lo + hi < e:
                 raise ParameterError(
-                    "kernel_size", f"an effective kernel (dilation*(kernel-1)+1 = {e}) no larger "
-                    f"than the padded input ({i}+{lo}+{hi} = {i + lo + hi})", self.kernel_size,
-                    hint=f"input_size={size}")
+                    "kernel_size",
+                    f"an effective kernel (dilation*(kernel-1)+1 = {e}) no larger "
+                    f"than the padded input ({i}+{lo}+{hi} = {i + lo + hi})",
+                    self.kernel_size,
+                    hint=f"input_size={size}",
+                )
             if self.kind == "conv":
                 o = conv_output_length(i, k, s, lo, hi, d)
             else:
                 o = pool_output_length(i, k, s, lo, d, self.ceil_mode)
             if o < 1:
-                raise ParameterError("input_size", "an input large enough for one output",
-                                     size, hint=f"output would be {o}")
+                raise ParameterError(
+                    "input_size",
+                    "an input large enough for one output",
+                    size,
+                    hint=f"output would be {o}",
+                )
             out.append(o)
         return tuple(out)
 
@@ -281,14 +395,18 @@ class LayerSpec:
         """
         shape = tuple(int(v) for v in input_shape)
         if len(shape) not in (self.ndim + 1, self.ndim + 2):
-            raise ParameterError("input_shape", f"(N, C, *{self.ndim} spatial) or (C, *spatial)",
-                                 shape)
-        lead, spatial = shape[: -self.ndim], shape[-self.ndim:]
+            raise ParameterError(
+                "input_shape", f"(N, C, *{self.ndim} spatial) or (C, *spatial)", shape
+            )
+        lead, spatial = shape[: -self.ndim], shape[-self.ndim :]
         c = lead[-1]
         if self.in_channels is not None and c != self.in_channels:
             raise ParameterError("input_shape", f"{self.in_channels} channels", c)
-        c_out = self.out_channels if self.kind in ("conv", "conv_transpose") and \
-            self.out_channels is not None else c
+        c_out = (
+            self.out_channels
+            if self.kind in ("conv", "conv_transpose") and self.out_channels is not None
+            else c
+        )
         return (*lead[:-1], c_out, *self.output_size(spatial))
 
     def describe(self) -> str:
@@ -305,5 +423,3 @@ class LayerSpec:
         if self.padding_mode != "zeros":
             parts.append(self.padding_mode)
         return " ".join(parts)
-
-
