@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 # --- convolution arithmetic (convlens.arithmetic)
-from convlens.arithmetic import LayerSpec  # noqa: E402
+from convlens.arithmetic import LayerSpec
 
 __all__ += ["LayerSpec"]
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch.nn as nn
 
 from convlens.arithmetic.layer import LayerSpec
@@ -19,7 +22,7 @@ def is_geometric(module: nn.Module) -> bool:
     return isinstance(module, (*_CONV, *_TCONV, *_MAX, *_AVG))
 
 
-def _ndim(module: nn.Module, table: dict[type, int]) -> int | None:
+def _ndim(module: nn.Module, table: Mapping[Any, int]) -> int | None:
     for cls, n in table.items():
         if isinstance(module, cls):
             return n
@@ -64,21 +67,21 @@ def spec_from_module(module: nn.Module, path: str = "module") -> LayerSpec:
             out_channels=module.out_channels,
         )
     if (n := _ndim(module, _MAX)) is not None:
-        m = module
-        stride = m.stride if m.stride is not None else m.kernel_size  # type: ignore[attr-defined]
+        m: Any = module
+        stride = m.stride if m.stride is not None else m.kernel_size
         return LayerSpec._make(
             "max_pool",
             m.kernel_size,
             stride,
-            m.padding,  # type: ignore[attr-defined]
+            m.padding,
             m.dilation,
             0,
             n,
             ceil_mode=bool(m.ceil_mode),
-        )  # type: ignore[attr-defined]
+        )
     if (n := _ndim(module, _AVG)) is not None:
         m = module
-        stride = m.stride if m.stride is not None else m.kernel_size  # type: ignore[attr-defined]
+        stride = m.stride if m.stride is not None else m.kernel_size
         return LayerSpec._make(
             "avg_pool",
             m.kernel_size,
@@ -86,10 +89,10 @@ def spec_from_module(module: nn.Module, path: str = "module") -> LayerSpec:
             m.padding,
             1,
             0,
-            n,  # type: ignore[attr-defined]
-            ceil_mode=bool(m.ceil_mode),  # type: ignore[attr-defined]
+            n,
+            ceil_mode=bool(m.ceil_mode),
             count_include_pad=bool(m.count_include_pad),
-        )  # type: ignore[attr-defined]
+        )
     raise UnsupportedModuleError(
         path, type(module).__name__, list(SUPPORTED_MODULES), "convolution arithmetic"
     )
