@@ -6,6 +6,14 @@
 """
 
 from convlens.arithmetic._modules import SUPPORTED_MODULES, is_geometric, spec_from_module
+from convlens.arithmetic.inverse import (
+    ConvInverse,
+    colliding_input_sizes,
+    input_sizes_for,
+    invert_conv,
+    output_padding_for,
+    transpose_size_range,
+)
 from convlens.arithmetic.layer import (
     PADDING_MODES,
     LayerKind,
@@ -13,14 +21,38 @@ from convlens.arithmetic.layer import (
     conv_output_length,
     pool_output_length,
 )
+from convlens.arithmetic.receptive import (
+    ELEMENTWISE_MODULES,
+    Box,
+    ReceptiveField,
+    TracedLayer,
+    receptive_fields,
+    torchvision_architecture,
+    trace_chain,
+    unit_box,
+)
 
 __all__ = [
+    "ELEMENTWISE_MODULES",
     "PADDING_MODES",
     "SUPPORTED_MODULES",
+    "Box",
+    "ConvInverse",
     "LayerKind",
     "LayerSpec",
+    "ReceptiveField",
+    "TracedLayer",
+    "colliding_input_sizes",
     "conv_output_length",
+    "input_sizes_for",
+    "invert_conv",
     "is_geometric",
+    "output_padding_for",
     "pool_output_length",
+    "receptive_fields",
     "spec_from_module",
+    "torchvision_architecture",
+    "trace_chain",
+    "transpose_size_range",
+    "unit_box",
 ]

@@ -345,12 +345,20 @@ class LayerSpec:
         size = self._check_input(input_size)
         pads = self.padding_pairs()
         if self.kind == "conv_transpose":
-            return tuple(
+            sizes = tuple(
                 (i - 1) * s - 2 * lo + d * (k - 1) + op + 1
                 for i, s, (lo, _), d, k, op in zip(
                     size, self.stride, pads, self.dilation, self.kernel_size, self.output_padding
                 )
             )
+            if any(o < 1 for o in sizes):
+                raise ParameterError(
+                    "padding",
+                    "a padding that leaves at least one output of the transposed convolution",
+                    self.padding if self.ndim > 1 else self.padding[0],
+                    hint=f"input_size={size} gives output size {sizes}",
+                )
+            return sizes
         if self.kind == "conv" and self.padding_mode in ("reflect", "circular"):
             for i, (lo, hi) in zip(size, pads):
                 limit_ok = max(lo, hi) < i if self.padding_mode == "reflect" else max(lo, hi) <= i
@@ -362,11 +370,28 @@ class LayerSpec:
                         f"padding_mode={self.padding_mode!r}",
                         self.padding,
                     )
+        if (
+            self.kind == "avg_pool"
+            and self.ndim == 3
+            and any(i < k for i, k in zip(size, self.kernel_size))
+        ):
+            raise ParameterError(
+                "kernel_size",
+                f"a kernel no larger than the unpadded input {size} "
+                "(PyTorch's 3-D average pooling checks it)",
+                self.kernel_size,
+            )
         out = []
         for i, (lo, hi), e, k, s, d in zip(
             size, pads, self.effective_kernel, self.kernel_size, self.stride, self.dilation
         ):
-            if i + lo + hi < e:
+            if self.kind == "conv":
+                o = conv_output_length(i, k, s, lo, hi, d)
+            else:
+                o = pool_output_length(i, k, s, lo, d, self.ceil_mode)
+            # A pooling window may hang over the padded input with ceil_mode (PyTorch allows
+            # it as long as the window starts inside), so only o < 1 is an error there.
+            if i + lo + hi < e and (self.kind == "conv" or o < 1):
                 raise ParameterError(
                     "kernel_size",
                     f"an effective kernel (dilation*(kernel-1)+1 = {e}) no larger "
@@ -374,10 +399,6 @@ class LayerSpec:
                     self.kernel_size,
                     hint=f"input_size={size}",
                 )
-            if self.kind == "conv":
-                o = conv_output_length(i, k, s, lo, hi, d)
-            else:
-                o = pool_output_length(i, k, s, lo, d, self.ceil_mode)
             if o < 1:
                 raise ParameterError(
                     "input_size",
@@ -387,6 +408,48 @@ class LayerSpec:
                 )
             out.append(o)
         return tuple(out)
+
+    def formula(self, input_size: Any) -> tuple[str, ...]:
+        """Per dimension, the output-size formula and the same with the numbers filled in.
+
+        >>> LayerSpec.conv(3, stride=2, padding=1, ndim=1).formula(5)[0]
+        'o = floor((i + p_lo + p_hi - d*(k-1) - 1) / s) + 1 = floor((5 + 1 + 1 - 1*(3-1) - 1) / 2) + 1 = 3'
+        """
+        size = self._check_input(input_size)
+        out = self.output_size(size)
+        lines = []
+        for i, (lo, hi), k, s, d, op, o in zip(
+            size,
+            self.padding_pairs(),
+            self.kernel_size,
+            self.stride,
+            self.dilation,
+            self.output_padding,
+            out,
+        ):
+            if self.kind == "conv_transpose":
+                text = (
+                    "o = (i - 1)*s - 2p + d*(k-1) + output_padding + 1 = "
+                    f"({i} - 1)*{s} - 2*{lo} + {d}*({k}-1) + {op} + 1 = {o}"
+                )
+            elif self.kind == "conv":
+                text = (
+                    "o = floor((i + p_lo + p_hi - d*(k-1) - 1) / s) + 1 = "
+                    f"floor(({i} + {lo} + {hi} - {d}*({k}-1) - 1) / {s}) + 1 = {o}"
+                )
+            else:
+                rnd = "ceil" if self.ceil_mode else "floor"
+                text = (
+                    f"o = {rnd}((i + 2p - d*(k-1) - 1) / s) + 1 = "
+                    f"{rnd}(({i} + 2*{lo} - {d}*({k}-1) - 1) / {s}) + 1"
+                )
+                raw = -(-(i + 2 * lo - d * (k - 1) - 1) // s) + 1 if self.ceil_mode else o
+                if raw != o:
+                    text += f" = {raw}, minus the last window that starts in the padding = {o}"
+                else:
+                    text += f" = {o}"
+            lines.append(text)
+        return tuple(lines)
 
     def output_shape(self, input_shape: Any) -> tuple[int, ...]:
         """Output shape for a full input shape ``(N, C, *spatial)`` or ``(C, *spatial)``.

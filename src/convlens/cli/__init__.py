@@ -15,7 +15,16 @@ from convlens import __version__
 from convlens.errors import ConvLensError
 
 #: Modules of ``convlens.cli`` that add commands.
-COMMAND_MODULES: tuple[str, ...] = ("arith",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "arith",
+    "train_demo",
+    "transpose",
+    "project",
+    "symbolic",
+    "figure",
+    "report",
+    "scan",
+)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

@@ -1,13 +1,263 @@
-"""``convlens arith``: convolution arithmetic from the command line."""
+"""``convlens arith``: convolution arithmetic from the command line.
+
+Thin over :mod:`convlens.arithmetic`: parse the options, call the library, print.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
+
+from convlens.arithmetic import (
+    LayerSpec,
+    colliding_input_sizes,
+    invert_conv,
+    output_padding_for,
+    torchvision_architecture,
+    trace_chain,
+    transpose_size_range,
+)
+from convlens.errors import ParameterError
+
+
+class _Ints(click.ParamType):
+    """An int or a comma list of ints, one per dimension (``5`` or ``5,7``)."""
+
+    name = "INT[,INT...]"
+
+    def __init__(self, words: tuple[str, ...] = ()) -> None:
+        self.words = words
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip().lower()
+        if text in self.words:
+            return text
+        try:
+            items = tuple(int(v) for v in text.split(","))
+        except ValueError:
+            extra = f", or {' / '.join(self.words)}" if self.words else ""
+            name = param.opts[0] if param is not None and param.opts else "value"
+            raise ParameterError(name, f"an int or a comma list of ints{extra}", value) from None
+        return items[0] if len(items) == 1 else items
+
+
+INTS = _Ints()
+PADDING = _Ints(("same", "valid"))
+
+
+def _ndim(dims: int | None, *values: Any) -> int:
+    if dims is not None:
+        return dims
+    return max((len(v) for v in values if isinstance(v, tuple)), default=1)
+
+
+def _show(values: tuple[int, ...] | list[int]) -> str:
+    return " x ".join(str(v) for v in values)
+
+
+def _per_dim(values: tuple[Any, ...]) -> Any:
+    return values[0] if len(values) == 1 else values
+
+
+def _header(spec: LayerSpec) -> str:
+    parts = [f"kernel={_per_dim(spec.kernel_size)}", f"stride={_per_dim(spec.stride)}"]
+    pad = spec.padding if isinstance(spec.padding, str) else _per_dim(spec.padding)
+    parts.append(f"padding={pad}")
+    if any(d != 1 for d in spec.dilation):
+        parts.append(f"dilation={_per_dim(spec.dilation)}")
+    if any(spec.output_padding):
+        parts.append(f"output_padding={_per_dim(spec.output_padding)}")
+    if spec.ceil_mode:
+        parts.append("ceil_mode")
+    return f"{spec.kind} ({spec.ndim}-D) " + " ".join(parts)
+
+
+def _tconv(spec: LayerSpec) -> str:
+    args = [
+        f"kernel_size={_per_dim(spec.kernel_size)}",
+        f"stride={_per_dim(spec.stride)}",
+        f"padding={_per_dim(spec.padding)}",  # type: ignore[arg-type]
+        f"output_padding={_per_dim(spec.output_padding)}",
+    ]
+    if any(d != 1 for d in spec.dilation):
+        args.append(f"dilation={_per_dim(spec.dilation)}")
+    return f"ConvTranspose{spec.ndim}d({', '.join(args)})"
+
+
+def _formulas(spec: LayerSpec, size: tuple[int, ...]) -> None:
+    lines = spec.formula(size)
+    for dim, line in enumerate(lines):
+        click.echo(f"  {line}" if len(set(lines)) == 1 else f"  dim {dim}: {line}")
+        if len(set(lines)) == 1:
+            break
+
+
+def _collisions(sizes: tuple[tuple[int, ...], ...], what: str, out: tuple[int, ...]) -> None:
+    for dim, group in enumerate(sizes):
+        where = f"dim {dim}: " if len(sizes) > 1 else ""
+        listed = ", ".join(map(str, group)) if group else "none"
+        note = "  (ambiguous)" if len(group) > 1 else ""
+        click.echo(f"{where}{what} giving {out[dim]}: {listed}{note}")
+
+
+_DIMS = click.option(
+    "--dims",
+    type=click.IntRange(1, 3),
+    default=None,
+    help="Spatial dimensions (default: the longest comma list, else 1).",
+)
 
 
 @click.group("arith")
 def arith() -> None:
-    """Convolution arithmetic: output sizes, inverses, receptive fields."""
+    """Convolution arithmetic: output sizes, inverses, receptive fields.
+
+    Sizes are an int or a comma list with one int per dimension (5 or 5,7).
+    """
+
+
+@arith.command("conv", short_help="Conv output size, formula, and the transposed conv undoing it.")
+@click.option("--input", "input_size", type=INTS, required=True, help="Input size.")
+@click.option("--kernel", type=INTS, required=True, help="Kernel size.")
+@click.option("--stride", type=INTS, default=1, show_default=True)
+@click.option("--padding", type=PADDING, default=0, show_default=True, help="Ints, same or valid.")
+@click.option("--dilation", type=INTS, default=1, show_default=True)
+@_DIMS
+def conv_cmd(
+    input_size: Any, kernel: Any, stride: Any, padding: Any, dilation: Any, dims: int | None
+) -> None:
+    """Output size of a convolution, its formula, and the transposed conv that undoes it."""
+    n = _ndim(dims, input_size, kernel, stride, padding, dilation)
+    spec = LayerSpec.conv(kernel, stride, padding, dilation, ndim=n)
+    inv = invert_conv(spec, input_size)
+    click.echo(_header(spec))
+    click.echo(f"input {_show(inv.input_size)} -> output {_show(inv.conv_output_size)}")
+    _formulas(spec, inv.input_size)
+    click.echo(f"undo with {_tconv(inv.transpose)}")
+    if inv.output_size is not None:
+        click.echo(f"  or in forward: tconv(y, output_size={list(inv.output_size)})")
+    else:
+        crop = [after for _, after in inv.crop]
+        click.echo(
+            f"  then drop the last {_show(crop)} output rows: padding='same' is asymmetric "
+            f"{spec.padding_pairs()} here and a transposed conv pads symmetrically"
+        )
+    _collisions(inv.colliding, "conv input sizes", inv.conv_output_size)
+    if inv.ambiguous:
+        click.echo(
+            f"output_padding={_per_dim(inv.output_padding)} picks {_show(inv.input_size)} "
+            "(output_padding = size - smallest colliding size)"
+        )
+
+
+@arith.command("transpose", short_help="Transposed conv output size and colliding conv sizes.")
+@click.option("--input", "input_size", type=INTS, required=True, help="Input size.")
+@click.option("--kernel", type=INTS, required=True, help="Kernel size.")
+@click.option("--stride", type=INTS, default=1, show_default=True)
+@click.option("--padding", type=INTS, default=0, show_default=True)
+@click.option("--output-padding", type=INTS, default=0, show_default=True)
+@click.option("--dilation", type=INTS, default=1, show_default=True)
+@click.option(
+    "--output-size", type=INTS, default=None, help="Solve for output_padding, as forward does."
+)
+@_DIMS
+def transpose_cmd(
+    input_size: Any,
+    kernel: Any,
+    stride: Any,
+    padding: Any,
+    output_padding: Any,
+    dilation: Any,
+    output_size: Any,
+    dims: int | None,
+) -> None:
+    """Output size of a transposed convolution and the conv input sizes that collide."""
+    n = _ndim(dims, input_size, kernel, stride, padding, output_padding, dilation, output_size)
+    spec = LayerSpec.conv_transpose(kernel, stride, padding, output_padding, 1, dilation, ndim=n)
+    if output_size is not None:
+        spec = spec.replace(output_padding=output_padding_for(spec, input_size, output_size))
+    size = spec._check_input(input_size)
+    out = spec.output_size(size)
+    click.echo(_header(spec))
+    click.echo(f"input {_show(size)} -> output {_show(out)}")
+    _formulas(spec, size)
+    ranges = transpose_size_range(spec, size)
+    reach = ", ".join(f"{lo}..{hi}" for lo, hi in ranges)
+    click.echo(f"output_size= reaches {reach} (output_padding 0..stride-1)")
+    _collisions(colliding_input_sizes(spec, size), "conv input sizes", size)
+
+
+@arith.command("pool", short_help="Pooling output size and colliding input sizes.")
+@click.option("--input", "input_size", type=INTS, required=True, help="Input size.")
+@click.option("--kernel", type=INTS, required=True, help="Kernel size.")
+@click.option("--stride", type=INTS, default=None, help="Stride [default: the kernel size].")
+@click.option("--padding", type=INTS, default=0, show_default=True)
+@click.option("--dilation", type=INTS, default=1, show_default=True, help="Max pooling only.")
+@click.option("--ceil-mode", is_flag=True, help="Round the output size up.")
+@click.option("--avg", is_flag=True, help="Average pooling (default: max pooling).")
+@_DIMS
+def pool_cmd(
+    input_size: Any,
+    kernel: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    ceil_mode: bool,
+    avg: bool,
+    dims: int | None,
+) -> None:
+    """Output size of max or average pooling and the input sizes that collide."""
+    n = _ndim(dims, input_size, kernel, stride, padding, dilation)
+    if avg:
+        if dilation not in (1, (1,) * n):
+            raise ParameterError("dilation", "1 for average pooling", dilation)
+        spec = LayerSpec.avg_pool(kernel, stride, padding, ceil_mode, ndim=n)
+    else:
+        spec = LayerSpec.max_pool(kernel, stride, padding, dilation, ceil_mode, ndim=n)
+    size = spec._check_input(input_size)
+    out = spec.output_size(size)
+    click.echo(_header(spec))
+    click.echo(f"input {_show(size)} -> output {_show(out)}")
+    _formulas(spec, size)
+    _collisions(colliding_input_sizes(spec, size), "input sizes", out)
+
+
+@arith.command("model", short_help="Shapes and receptive fields of a torchvision model.")
+@click.argument("name")
+@click.option("--input", "input_size", type=INTS, default=224, show_default=True)
+@click.option("--channels", type=int, default=3, show_default=True)
+def model_cmd(name: str, input_size: Any, channels: int) -> None:
+    """Every conv and pool layer of a torchvision architecture (no weights needed):
+    output shape, receptive field, jump and start (centre of unit 0, input pixels).
+
+    Valid for chains such as alexnet or vgg16; residual networks are refused.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    layers = trace_chain(torchvision_architecture(name), input_size, channels)
+    spatial = _input(input_size, layers[0].field.spec.ndim)
+    table = Table(title=f"{name}, input {_show((channels, *spatial))}")
+    for col in ("path", "type", "output", "RF", "jump", "start"):
+        table.add_column(col, justify="left" if col in ("path", "type") else "right")
+    for t in layers:
+        f = t.field
+        table.add_row(
+            f.path,
+            t.module_type,
+            _show(t.output_shape),
+            _show(f.size),
+            _show(f.jump),
+            " x ".join(f"{s:g}" for s in f.start),
+        )
+    Console(width=100).print(table)
+
+
+def _input(input_size: Any, n: int) -> tuple[int, ...]:
+    return tuple(input_size) if isinstance(input_size, tuple) else (input_size,) * n
 
 
 def register(group: click.Group) -> None:

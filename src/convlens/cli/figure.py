@@ -1,0 +1,150 @@
+"""``convlens figure``: pictures of a convolution, drawn for the geometry you give.
+
+Thin over :mod:`convlens.figures`: the format comes from ``--out`` (.png / .svg still, .gif
+animation).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from convlens.cli.symbolic import INTS, geometry_options
+from convlens.figures import (
+    Scene,
+    connection_scene,
+    conv_scene,
+    fractional_scene,
+    matrix_scene,
+    save_scene,
+    scatter_scene,
+)
+
+_OUT = click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="Output file: .gif (every frame), .png or .svg (one frame).",
+)
+_FRAME = click.option(
+    "--frame",
+    type=click.IntRange(min=0),
+    default=None,
+    help="For a .png/.svg still: which frame (0-based, as in the library; default 0).",
+)
+_FPS = click.option(
+    "--fps", type=float, default=2.0, show_default=True, help="GIF frames per second."
+)
+
+
+def _save(scene: Scene, out: str, frame: int | None, fps: float) -> None:
+    path = save_scene(scene, out, frame=frame, fps=fps)
+    if path.suffix.lower() == ".gif":
+        click.echo(f"wrote {path} ({scene.n_frames} frames)")
+    else:
+        click.echo(f"wrote {path} (frame {frame or 0} of frames 0..{scene.n_frames - 1})")
+
+
+@click.group("figure")
+def figure() -> None:
+    """Draw the kernel sliding (conv), the transposed conv (scatter or fractional) and C."""
+
+
+@figure.command("conv")
+@geometry_options
+@_OUT
+@_FRAME
+@_FPS
+def conv_cmd(
+    input_size: Any,
+    kernel_size: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    out: str,
+    frame: int | None,
+    fps: float,
+) -> None:
+    """The kernel sliding over the padded input, one frame per output pixel."""
+    scene = conv_scene(input_size, kernel_size, stride=stride, padding=padding, dilation=dilation)
+    _save(scene, out, frame, fps)
+
+
+@figure.command("transpose")
+@geometry_options
+@click.option("--output-padding", type=INTS, default=0, show_default=True)
+@click.option(
+    "--view",
+    type=click.Choice(["scatter", "fractional"]),
+    default="scatter",
+    show_default=True,
+    help="scatter: one frame per input pixel stamping the kernel; fractional: the flipped "
+    "kernel over the zero-inserted input, one frame per output pixel.",
+)
+@_OUT
+@_FRAME
+@_FPS
+def transpose_cmd(
+    input_size: Any,
+    kernel_size: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    output_padding: Any,
+    view: str,
+    out: str,
+    frame: int | None,
+    fps: float,
+) -> None:
+    """A transposed convolution (--input is its input size) in the scatter or fractional view."""
+    make = scatter_scene if view == "scatter" else fractional_scene
+    scene = make(
+        input_size,
+        kernel_size,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+    )
+    _save(scene, out, frame, fps)
+
+
+@figure.command("matrix")
+@geometry_options
+@click.option(
+    "--view",
+    type=click.Choice(["pattern", "connections"]),
+    default="pattern",
+    show_default=True,
+    help="pattern: C with each kernel entry in its colour; connections: input-output lines.",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(["torch", "row"]),
+    default="torch",
+    show_default=True,
+    help="Pattern only: torch (out, in) as the guide's 4x16, or the seed's row (in, out).",
+)
+@_OUT
+def matrix_cmd(
+    input_size: Any,
+    kernel_size: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    view: str,
+    layout: str,
+    out: str,
+) -> None:
+    """The conv matrix C as a coloured pattern or as input-output connections (.png / .svg)."""
+    kw = {"stride": stride, "padding": padding, "dilation": dilation}
+    if view == "pattern":
+        scene: Scene = matrix_scene(input_size, kernel_size, layout=layout, **kw)
+    else:
+        scene = connection_scene(input_size, kernel_size, **kw)
+    _save(scene, out, None, 2.0)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(figure)

@@ -1,0 +1,165 @@
+"""``convlens report`` and ``convlens demo``: the static HTML report (Zeiler & Fergus Figs. 2, 6, 7)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from convlens.deconvnet.explicit import RULES
+
+
+def _command_line(ctx: click.Context) -> str:
+    """The command as typed when it came from the shell, else rebuilt from the options."""
+    if sys.argv[1:2] == [ctx.info_name]:
+        return shlex.join(["convlens", *sys.argv[1:]])
+    words = ["convlens", str(ctx.info_name)]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if not isinstance(param, click.Option) or value in (None, False):
+            continue
+        flag = max(param.opts, key=len)
+        words += [flag] if param.is_flag else [flag, str(value)]
+    return shlex.join(words)
+
+
+def _finish(index: Path) -> None:
+    click.echo(f"report written: {index}")
+    click.echo(f"open it in a browser: {index.as_uri()}")
+
+
+@click.command("report")
+@click.option(
+    "--model",
+    required=True,
+    help="torchvision name, 'demo', package.module:factory or a TorchScript file.",
+)
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Local weights file (state dict; safetensors or torch.save).",
+)
+@click.option(
+    "--allow-random",
+    is_flag=True,
+    help="Run with random weights when no weights file is given (a loud warning).",
+)
+@click.option(
+    "--data",
+    required=True,
+    help="A folder of images (recursive; class sub-folders give labels) or 'demo' for the bundled Fashion-MNIST sample.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Report folder (new, empty, or an earlier report, which is replaced).",
+)
+@click.option(
+    "--layers", default=None, help="Comma-separated module paths [default: every convolution]."
+)
+@click.option(
+    "--channels", default=None, help="Channels shown per layer, e.g. '0-7,12' [default: all]."
+)
+@click.option(
+    "--top", type=click.IntRange(min=1), default=9, show_default=True, help="Images per channel."
+)
+@click.option(
+    "--rule",
+    type=click.Choice(RULES),
+    default="deconvnet",
+    show_default=True,
+    help="Backward rule at each ReLU.",
+)
+@click.option(
+    "--occlusion-images",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Images with occlusion maps (0: none).",
+)
+@click.option(
+    "--occlusion-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Side of the grey square in pixels [default: a quarter of the image].",
+)
+@click.option(
+    "--occlusion-stride",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Step of the square in pixels [default: a sixteenth of the image].",
+)
+@click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cuda.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.pass_context
+def report_command(ctx: click.Context, **opts: Any) -> None:
+    """Scan a dataset and write a browsable HTML report: per layer the top-k projections
+    beside their image patches, the first-layer filters, occlusion maps and a summary."""
+    from convlens.report.assemble import parse_channels, run_report
+
+    layers = [s.strip() for s in opts["layers"].split(",") if s.strip()] if opts["layers"] else None
+    channels = parse_channels(opts["channels"]) if opts["channels"] else None
+    index = run_report(
+        opts["model"],
+        opts["data"],
+        opts["out"],
+        command=_command_line(ctx),
+        weights=opts["weights"],
+        allow_random=opts["allow_random"],
+        device=opts["device"],
+        progress=not opts["quiet"],
+        layers=layers,
+        channels=channels,
+        top=opts["top"],
+        rule=opts["rule"],
+        batch_size=opts["batch_size"],
+        occlusion_images=opts["occlusion_images"],
+        occlusion_size=opts["occlusion_size"],
+        occlusion_stride=opts["occlusion_stride"],
+    )
+    _finish(index)
+
+
+@click.command("demo")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("convlens-demo"),
+    show_default=True,
+    help="Report folder.",
+)
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="A smaller report: every 4th image, channels 0-7, one occlusion image.",
+)
+@click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cuda.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.pass_context
+def demo_command(ctx: click.Context, out: Path, quick: bool, device: str, quiet: bool) -> None:
+    """The report for the embedded demo CNN (trained on Fashion-MNIST) on the bundled test
+    sample: no model, no data, nothing downloaded."""
+    from convlens.report.assemble import DEMO_FULL, DEMO_QUICK, run_report
+
+    settings = DEMO_QUICK if quick else DEMO_FULL
+    index = run_report(
+        "demo",
+        "demo",
+        out,
+        command=_command_line(ctx),
+        device=device,
+        progress=not quiet,
+        **settings,
+    )
+    _finish(index)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(report_command)
+    group.add_command(demo_command)

@@ -1,0 +1,134 @@
+"""``convlens scan``: top-k activations over a dataset, projected and cropped (Fig. 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from convlens.deconvnet.explicit import RULES
+from convlens.errors import ParameterError
+from convlens.scan.crop import METHODS
+
+
+def _ints(text: str | None, param: str) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ParameterError(param, "comma-separated channel numbers like 0,5,12", text) from None
+
+
+@click.command("scan")
+@click.option("--model", "model_spec", default="demo", show_default=True,
+              help="torchvision architecture name, 'demo', 'package.module:factory' or a "
+              "TorchScript file.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Local weights file.")
+@click.option("--allow-random", is_flag=True,
+              help="Run a torchvision architecture with random weights (warns).")
+@click.option("--data", "data", required=True,
+              help="A folder of images (recursive; ImageFolder layout gives labels) or 'demo' "
+              "(the bundled Fashion-MNIST sample).")
+@click.option("--layers", required=True, help="Comma-separated module paths, e.g. features.28.")
+@click.option("--top", type=int, default=9, show_default=True, help="Images kept per channel.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Run folder: scan.json, scan.safetensors, checkpoints, grids.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted scan in --out.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers.")
+@click.option("--checkpoint-every", type=int, default=None,
+              help="Images between checkpoints (default: about 5% of the data).")
+@click.option("--rule", type=click.Choice(RULES), default="deconvnet", show_default=True,
+              help="ReLU rule of the projections.")
+@click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True,
+              help="Projections on the receptive field only (crop), at full size, or auto.")
+@click.option("--channels", default=None, help="Channels to project, e.g. 0,1,7 (default all).")
+@click.option("--no-project", is_flag=True, help="Only scan: no projections, no grids.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
+def scan_command(
+    model_spec: str,
+    weights: str | None,
+    allow_random: bool,
+    data: str,
+    layers: str,
+    top: int,
+    out_dir: str,
+    resume: bool,
+    device: str,
+    batch_size: int,
+    workers: int,
+    checkpoint_every: int | None,
+    rule: str,
+    method: str,
+    channels: str | None,
+    no_project: bool,
+    progress: bool | None,
+) -> None:
+    """Scan a dataset for the top-k images of every channel of LAYERS, project them with the
+    deconvnet and cut their receptive fields (Zeiler & Fergus, arXiv:1311.2901, Fig. 2).
+
+    Under `torchrun --nproc_per_node=N -m convlens scan ...` the ranks share the batches and
+    merge exactly; rank 0 writes. Results: scan.json and scan.safetensors; with projections,
+    grid_<layer>.png (per channel the projections beside the patches), layers/<layer>/ch<c>/
+    per item and figures.json.
+    """
+    from convlens.models import load_model
+    from convlens.scan.checkpoint import atomic_write_text
+    from convlens.scan.crop import project_top
+    from convlens.scan.data import ImageFolderDataset
+    from convlens.scan.distributed import detect
+    from convlens.scan.grid import write_figures
+    from convlens.scan.run import scan
+
+    wanted = _ints(channels, "--channels")
+    loaded = load_model(model_spec, weights=weights, device=device, allow_random=allow_random)
+    preprocess: Any = loaded.preprocess
+    if data == "demo":
+        from convlens.demo.data import load_demo_sample
+
+        dataset: Any = load_demo_sample()
+        prep_text = "demo sample: grey 28×28, (x/255 - 0.2860) / 0.3530"
+    else:
+        if not Path(data).is_dir():
+            raise ParameterError("--data", "a folder of images or 'demo'", data)
+        dataset = ImageFolderDataset(data, preprocess)
+        prep_text = getattr(preprocess, "description", repr(preprocess))
+    result = scan(
+        loaded,
+        dataset,
+        [s for s in layers.split(",") if s],
+        top=top,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        out=out_dir,
+        resume=resume,
+        checkpoint_every=checkpoint_every,
+        progress=progress,
+        meta={"preprocessing": prep_text, "model_spec": model_spec},
+    )
+    if not detect().is_main:
+        return
+    counts = result.counts
+    click.echo(
+        f"scanned {counts['scanned']} of {counts['total']} images "
+        f"({counts['skipped']} skipped) -> {Path(out_dir) / 'scan.json'}"
+    )
+    if no_project:
+        return
+    projections = project_top(loaded, dataset, result, rule=rule, channels=wanted, method=method)
+    index = write_figures(projections, out_dir)
+    atomic_write_text(
+        Path(out_dir) / "figures.json",
+        json.dumps({"rule": rule, "layers": index}, indent=1) + "\n",
+    )
+    for name, entry in index.items():
+        click.echo(f"{name}: {entry['method']} projections -> {Path(out_dir) / entry['grid']}")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(scan_command)

@@ -1,0 +1,449 @@
+"""The explicit reversed network of Zeiler & Fergus (arXiv:1311.2901, §2.1), layer by layer.
+
+A deconvnet runs a chain of layers forwards, recording what each layer needs to be reversed
+(the max-pool *switches*, the sign of each ReLU input, the input size), then passes a signal
+back down: unpool through the switches, apply the ReLU rule, filter with the transposed
+filters (``conv_transpose`` with the forward conv's own weights, no bias). Springenberg et al.
+(arXiv:1412.6806) show that deconvnet, plain backprop and guided backprop differ only in the
+rule at each ReLU; :func:`relu_backward` has all three.
+
+Every layer has a pure forward, :func:`layer_forward` ``(module, x) -> (y, state)``, and a pure
+backward, :func:`layer_backward` ``(module, signal, state, rule) -> signal``. Both work on
+batches; :func:`expand_state` repeats a state so one forward pass serves T targets per input.
+
+>>> import torch, torch.nn as nn
+>>> chain = chain_of(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2)))
+>>> x = torch.randn(1, 1, 8, 8)
+>>> outputs, states = forward_chain(chain, x, upto=2)
+>>> backward_chain(chain, outputs[2], states, start=2, rule="deconvnet").shape
+torch.Size([1, 1, 8, 8])
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from convlens.errors import ParameterError, ParameterTypeError, UnsupportedModuleError
+
+__all__ = [
+    "RULES",
+    "SUPPORTED",
+    "ConvState",
+    "PoolState",
+    "ReluState",
+    "avg_unpool",
+    "backward_chain",
+    "chain_of",
+    "check_chain",
+    "check_rule",
+    "conv_backward",
+    "expand_state",
+    "forward_chain",
+    "layer_backward",
+    "layer_forward",
+    "max_unpool",
+    "relu_backward",
+]
+
+#: The ReLU rules on the way back (Springenberg et al., arXiv:1412.6806, Fig. 1).
+RULES = ("deconvnet", "guided", "gradient")
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_MAX = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+_AVG = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_PASS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity)
+_ALL = (*_CONV, nn.ReLU, *_MAX, *_AVG, *_BN, *_PASS)
+#: Module types the explicit engine can reverse.
+SUPPORTED = tuple(t.__name__ for t in _ALL)
+
+_CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+_MAXPOOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+_AVGPOOL = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}
+
+
+# ---------------------------------------------------------------------------- states
+@dataclass(frozen=True)
+class ConvState:
+    """What a conv or average pool needs on the way back: the spatial size of its input."""
+
+    input_size: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ReluState:
+    """The sign of a ReLU's input: ``positive`` is ``input > 0`` (bool, same shape)."""
+
+    positive: Tensor
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """Max-pool switches: ``indices`` (N, C, *out) flat into the input map of ``input_size``."""
+
+    indices: Tensor
+    input_size: tuple[int, ...]
+
+
+State = Any  # ConvState | ReluState | PoolState | None
+
+
+def expand_state(state: State, times: int) -> State:
+    """``state`` with every batch row repeated ``times`` times (row ``n`` -> rows ``n*times..``).
+
+    >>> expand_state(ReluState(torch.tensor([[True], [False]])), 2).positive.flatten().tolist()
+    [True, True, False, False]
+    """
+    if times == 1 or state is None or isinstance(state, ConvState):
+        return state
+    if isinstance(state, ReluState):
+        return ReluState(state.positive.repeat_interleave(times, 0))
+    if isinstance(state, PoolState):
+        return PoolState(state.indices.repeat_interleave(times, 0), state.input_size)
+    raise ParameterTypeError("state", "a ConvState, ReluState, PoolState or None", state)
+
+
+def check_rule(rule: Any) -> str:
+    """``rule`` if it is one of :data:`RULES`, else :class:`ParameterError`."""
+    if rule not in RULES:
+        raise ParameterError("rule", f"one of {', '.join(RULES)}", rule)
+    return str(rule)
+
+
+# ---------------------------------------------------------------------------- per-op pieces
+def relu_backward(signal: Tensor, positive: Tensor, rule: str) -> Tensor:
+    """The signal below a ReLU under ``rule`` (Springenberg et al., arXiv:1412.6806).
+
+    ``deconvnet``: ``relu(signal)`` (Zeiler & Fergus: rectify the reconstruction);
+    ``guided``: ``relu(signal) * (input > 0)``; ``gradient``: ``signal * (input > 0)``.
+
+    >>> s, pos = torch.tensor([-1.0, 2.0, 3.0]), torch.tensor([True, True, False])
+    >>> [relu_backward(s, pos, r).tolist() for r in RULES]
+    [[0.0, 2.0, 3.0], [0.0, 2.0, 0.0], [-1.0, 2.0, 0.0]]
+    """
+    if rule == "deconvnet":
+        return F.relu(signal)
+    if rule == "guided":
+        return F.relu(signal) * positive
+    if rule == "gradient":
+        return signal * positive
+    raise ParameterError("rule", f"one of {', '.join(RULES)}", rule)
+
+
+def _ints(value: Any, n: int) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (int(value),) * n
+
+
+def conv_backward(signal: Tensor, conv: Any, input_size: Sequence[int]) -> Tensor:
+    """The transposed convolution with ``conv``'s own weights and no bias, back to ``input_size``.
+
+    The full ``conv_transpose`` (no padding) spans the padded input, ``(o-1)*s + d*(k-1) + 1``
+    samples from ``-pad_before``; the result is its window over the real input, zero where
+    the forward conv never reached (the floor in its output size). This is what
+    ``conv_transpose(..., padding, output_padding)`` computes, also for the asymmetric
+    ``padding='same'``, and it is the adjoint (transpose) of the convolution.
+
+    >>> conv = nn.Conv1d(1, 1, 3, stride=2, bias=False)
+    >>> conv_backward(torch.ones(1, 1, 3), conv, (8,)).shape
+    torch.Size([1, 1, 8])
+    """
+    n = signal.dim() - 2
+    weight = conv.weight
+    stride, dilation = _ints(conv.stride, n), _ints(conv.dilation, n)
+    kernel = tuple(weight.shape[2:])
+    if conv.padding == "valid":
+        lows = [0] * n
+    elif conv.padding == "same":
+        lows = [d * (k - 1) // 2 for k, d in zip(kernel, dilation)]
+    else:
+        lows = list(_ints(conv.padding, n))
+    out = _CONV_T[n](signal, weight, None, stride, 0, 0, conv.groups, dilation)
+    fix: list[int] = []
+    for size, got, lo in zip(*(reversed(list(v)) for v in (input_size, out.shape[2:], lows))):
+        fix += [-lo, int(size) + lo - int(got)]
+    return F.pad(out, fix) if any(fix) else out
+
+
+def _windows_per_sample(
+    kernel: Sequence[int], stride: Sequence[int], dilation: Sequence[int]
+) -> tuple[int, ...]:
+    """Per dimension, how many consecutive windows can share an input sample."""
+    return tuple(math.ceil((d * (k - 1) + 1) / s) for k, s, d in zip(kernel, stride, dilation))
+
+
+def max_unpool(
+    signal: Tensor, indices: Tensor, input_size: Sequence[int], phases: Sequence[int]
+) -> Tensor:
+    """Place each pooled value back at its switch (the argmax in the input), *adding* repeats.
+
+    ``indices`` (N, C, *out) are flat indices into the input map, as
+    ``max_pool(..., return_indices=True)`` gives them. Where windows overlap (AlexNet's 3/2),
+    one input sample can be the switch of several windows; its values add up. The windows
+    are split into ``prod(phases)`` classes by output index modulo ``phases`` (from
+    :func:`_windows_per_sample`); windows of one class never overlap, so each class is a
+    collision-free scatter and the classes add in a fixed order: deterministic on every
+    device, unlike ``F.max_unpool`` (which keeps one of the repeats) or an atomic scatter-add.
+
+    >>> s = torch.tensor([[[1.0, 2.0]]]); idx = torch.tensor([[[1, 1]]])
+    >>> max_unpool(s, idx, (3,), (2,)).tolist()
+    [[[0.0, 3.0, 0.0]]]
+    """
+    n, c = signal.shape[:2]
+    length = math.prod(int(v) for v in input_size)
+    out = signal.new_zeros((n, c, length))
+    for phase in _phase_slices(tuple(signal.shape[2:]), tuple(phases)):
+        src = signal[phase].reshape(n, c, -1)
+        idx = indices[phase].reshape(n, c, -1)
+        out = out + signal.new_zeros((n, c, length)).scatter_(2, idx, src)
+    return out.reshape(n, c, *input_size)
+
+
+@functools.lru_cache(maxsize=512)
+def _phase_slices(
+    out_size: tuple[int, ...], phases: tuple[int, ...]
+) -> tuple[tuple[slice, ...], ...]:
+    """Index tuples selecting each class of mutually disjoint pooling windows (cached)."""
+    combos: list[tuple[int, ...]] = [()]
+    for p, o in zip(phases, out_size):
+        combos = [(*c, r) for c in combos for r in range(min(p, o))]
+    return tuple(
+        (slice(None), slice(None), *(slice(r, None, p) for r, p in zip(combo, phases)))
+        for combo in combos
+    )
+
+
+def avg_unpool(signal: Tensor, pool: nn.Module, input_size: Sequence[int]) -> Tensor:
+    """The adjoint (transpose) of average pooling ``pool``, back to ``input_size``.
+
+    Average pooling is linear, so its transpose is its vector-Jacobian product, computed
+    here by autograd on a zero input; this honours ``count_include_pad``, ``ceil_mode`` and
+    ``divisor_override`` exactly as PyTorch's forward defines them.
+
+    >>> avg_unpool(torch.ones(1, 1, 2), nn.AvgPool1d(2), (4,)).tolist()
+    [[[0.5, 0.5, 0.5, 0.5]]]
+    """
+    n = signal.dim() - 2
+    probe = signal.new_zeros((*signal.shape[:2], *input_size)).requires_grad_(True)
+    with torch.enable_grad():
+        pooled = _avg_pool(pool, probe, n)
+        (grad,) = torch.autograd.grad(pooled, probe, signal)
+    return grad
+
+
+def _avg_pool(pool: Any, x: Tensor, n: int) -> Tensor:
+    kwargs: dict[str, Any] = {
+        "kernel_size": pool.kernel_size,
+        "stride": pool.stride,
+        "padding": pool.padding,
+        "ceil_mode": pool.ceil_mode,
+        "count_include_pad": pool.count_include_pad,
+    }
+    if n > 1:
+        kwargs["divisor_override"] = pool.divisor_override
+    return _AVGPOOL[n](x, **kwargs)
+
+
+def _bn_scale(bn: Any, like: Tensor) -> Tensor:
+    scale = torch.rsqrt(bn.running_var.to(like) + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight.to(like)
+    return scale.reshape(1, -1, *([1] * (like.dim() - 2)))
+
+
+# ---------------------------------------------------------------------------- one layer
+def _check_module(module: nn.Module, path: str) -> None:
+    if not isinstance(module, _ALL):
+        raise UnsupportedModuleError(
+            path, type(module).__name__, list(SUPPORTED), "the explicit deconvnet"
+        )
+    if isinstance(module, _CONV) and module.padding_mode != "zeros":
+        raise UnsupportedModuleError(
+            path,
+            f"{type(module).__name__} with padding_mode={module.padding_mode!r}",
+            [f"{t} with padding_mode='zeros'" for t in ("Conv1d", "Conv2d", "Conv3d")],
+            "the explicit deconvnet",
+        )
+    if isinstance(module, _BN) and module.running_var is None:
+        raise UnsupportedModuleError(
+            path,
+            f"{type(module).__name__} without running statistics",
+            ["BatchNorm with track_running_stats=True (eval mode)"],
+            "the explicit deconvnet",
+        )
+
+
+def layer_forward(module: nn.Module, x: Tensor, path: str = "module") -> tuple[Tensor, State]:
+    """Run one layer forwards in eval mode; return its output and what its backward needs.
+
+    Conv and average pool record their input size (:class:`ConvState`), ReLU the sign of its
+    input (:class:`ReluState`), max pool its switches (:class:`PoolState`); BatchNorm (with
+    its running statistics), Dropout and Identity record nothing. Inplace modules do not
+    modify ``x``. Other modules raise :class:`~convlens.errors.UnsupportedModuleError`.
+
+    >>> y, state = layer_forward(nn.MaxPool1d(2), torch.tensor([[[1.0, 3.0, 2.0, 0.0]]]))
+    >>> y.tolist(), state.indices.tolist()
+    ([[[3.0, 2.0]]], [[[1, 2]]])
+    """
+    _check_module(module, path)
+    m: Any = module
+    n = x.dim() - 2
+    if isinstance(module, _CONV):
+        return module(x), ConvState(tuple(x.shape[2:]))
+    if isinstance(module, nn.ReLU):
+        return F.relu(x), ReluState(x > 0)
+    if isinstance(module, _MAX):
+        y, idx = _MAXPOOL[n](
+            x,
+            m.kernel_size,
+            m.stride,
+            m.padding,
+            m.dilation,
+            ceil_mode=m.ceil_mode,
+            return_indices=True,
+        )
+        return y, PoolState(idx, tuple(x.shape[2:]))
+    if isinstance(module, _AVG):
+        return _avg_pool(m, x, n), ConvState(tuple(x.shape[2:]))
+    if isinstance(module, _BN):
+        y = F.batch_norm(
+            x, m.running_mean, m.running_var, m.weight, m.bias, training=False, eps=m.eps
+        )
+        return y, None
+    return x, None  # Dropout (eval) and Identity
+
+
+def layer_backward(
+    module: nn.Module, signal: Tensor, state: State, rule: str, path: str = "module"
+) -> Tensor:
+    """Pass ``signal`` (at ``module``'s output) down to its input, given the forward ``state``.
+
+    Conv: transposed conv with the same weights, no bias (:func:`conv_backward`). ReLU: the
+    rule (:func:`relu_backward`). Max pool: unpool through the switches, adding repeats
+    (:func:`max_unpool`). Average pool: its transpose (:func:`avg_unpool`). BatchNorm (eval):
+    its linear part, ``signal * weight / sqrt(running_var + eps)``. Dropout, Identity: as is.
+    ``state`` must have as many batch rows as ``signal`` (see :func:`expand_state`).
+
+    >>> conv = nn.Conv2d(1, 1, 3, padding=1)
+    >>> y, st = layer_forward(conv, torch.randn(2, 1, 5, 5))
+    >>> layer_backward(conv, torch.ones_like(y), st, "deconvnet").shape
+    torch.Size([2, 1, 5, 5])
+    """
+    _check_module(module, path)
+    m: Any = module
+    if isinstance(module, _CONV):
+        return conv_backward(signal, module, state.input_size)
+    if isinstance(module, nn.ReLU):
+        return relu_backward(signal, state.positive, rule)
+    if isinstance(module, _MAX):
+        k = _ints(m.kernel_size, signal.dim() - 2)
+        s = _ints(m.stride, len(k))
+        d = _ints(m.dilation, len(k))
+        return max_unpool(signal, state.indices, state.input_size, _windows_per_sample(k, s, d))
+    if isinstance(module, _AVG):
+        return avg_unpool(signal, m, state.input_size)
+    if isinstance(module, _BN):
+        return signal * _bn_scale(m, signal)
+    return signal
+
+
+# ---------------------------------------------------------------------------- chains
+def chain_of(model: Any) -> list[tuple[str, nn.Module]]:
+    """The layers of a chain model as ``(path, module)`` in forward order.
+
+    ``model`` is an ``nn.Sequential`` (nested ones are flattened), a model whose ``features``
+    attribute is an ``nn.Sequential`` that its forward runs first (torchvision AlexNet, VGG:
+    paths ``"features.N"``), or a list of modules (paths ``"0"``, ``"1"``...). Paths are those
+    of ``model.named_modules()``.
+
+    >>> [p for p, _ in chain_of(nn.Sequential(nn.Conv1d(1, 1, 1), nn.Sequential(nn.ReLU())))]
+    ['0', '1.0']
+    """
+    if isinstance(model, nn.Sequential):
+        return _flatten(model, "")
+    if isinstance(model, nn.Module):
+        features = getattr(model, "features", None)
+        if isinstance(features, nn.Sequential):
+            return _flatten(features, "features.")
+        raise ParameterError(
+            "model",
+            "an nn.Sequential, a model with an nn.Sequential 'features', or a list of modules "
+            "for the explicit engine",
+            type(model).__name__,
+            hint="use engine='rules' for other models",
+        )
+    if isinstance(model, (list, tuple)) and all(isinstance(m, nn.Module) for m in model):
+        return _flatten(nn.Sequential(*model), "")
+    raise ParameterTypeError("model", "an nn.Module or a list of modules", model)
+
+
+def _flatten(seq: nn.Sequential, prefix: str) -> list[tuple[str, nn.Module]]:
+    out: list[tuple[str, nn.Module]] = []
+    for name, child in seq.named_children():
+        if isinstance(child, nn.Sequential):
+            out += _flatten(child, f"{prefix}{name}.")
+        else:
+            out.append((f"{prefix}{name}", child))
+    return out
+
+
+def check_chain(chain: Sequence[tuple[str, nn.Module]], upto: int) -> None:
+    """Raise :class:`~convlens.errors.UnsupportedModuleError` for the first layer in
+    ``chain[: upto + 1]`` the explicit engine cannot reverse."""
+    for path, module in chain[: upto + 1]:
+        _check_module(module, path)
+
+
+def forward_chain(
+    chain: Sequence[tuple[str, nn.Module]], x: Tensor, upto: int
+) -> tuple[list[Tensor], list[State]]:
+    """Run ``chain[: upto + 1]`` on ``x``; return every layer's output and forward state."""
+    check_chain(chain, upto)
+    outputs: list[Tensor] = []
+    states: list[State] = []
+    with torch.no_grad():
+        for path, module in chain[: upto + 1]:
+            x, state = layer_forward(module, x, path)
+            outputs.append(x)
+            states.append(state)
+    return outputs, states
+
+
+def backward_chain(
+    chain: Sequence[tuple[str, nn.Module]],
+    signal: Tensor,
+    states: Sequence[State],
+    start: int,
+    rule: str,
+) -> Tensor:
+    """Pass ``signal`` (at the output of ``chain[start]``) down to the chain's input.
+
+    ``states`` come from :func:`forward_chain`; when ``signal`` has ``T`` rows per input
+    sample (sample-major), the states are repeated to match.
+    """
+    check_rule(rule)
+    batch = None
+    for state in states:
+        for t in (getattr(state, "positive", None), getattr(state, "indices", None)):
+            if t is not None:
+                batch = t.shape[0]
+    times = 1
+    if batch is not None:
+        if signal.shape[0] % batch:
+            raise ParameterError(
+                "signal", f"a multiple of {batch} rows (the forward batch)", signal.shape[0]
+            )
+        times = signal.shape[0] // batch
+    with torch.no_grad():
+        for i in range(start, -1, -1):
+            path, module = chain[i]
+            signal = layer_backward(module, signal, expand_state(states[i], times), rule, path)
+    return signal

@@ -1,0 +1,362 @@
+"""Train the embedded default model on Fashion-MNIST, deterministically on the CPU.
+
+Adam (lr 1e-3, cosine decay per epoch), batch 128, dropout in the classifier, random
+horizontal flips; with ``renormalize_first_layer`` the paper's renormalisation (Zeiler &
+Fergus, arXiv:1311.2901, §3): after every update each first-layer filter whose RMS exceeds
+0.1 is rescaled to RMS 0.1. A fixed ``seed`` fixes initialisation, shuffling, flips and dropout;
+two runs with the same seed, thread count (``threads``, default 1: part of the recipe) and
+torch build give bit-identical weights.
+
+A checkpoint (safetensors: weights, optimiser moments, RNG states) is written atomically after
+every epoch, so an interrupted run continues with ``resume=True`` and ends with the same weights.
+
+>>> model, metrics = train_demo(epochs=1, limit=256, eval_limit=256, progress=False)
+>>> sorted(metrics)[:3], metrics["epochs"]
+(['accuracy', 'batch_size', 'elapsed_seconds'], 1)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from convlens.analysis.filters import filter_rms
+from convlens.demo.data import load_fashion_mnist, preprocess_images
+from convlens.demo.model import build_demo_model
+from convlens.errors import ParameterError
+from convlens.models.loading import sha256_file
+
+__all__ = [
+    "BATCH_SIZE",
+    "EPOCHS",
+    "LEARNING_RATE",
+    "MAX_RMS",
+    "THREADS",
+    "evaluate",
+    "renormalize_filters_",
+    "save_weights",
+    "train_demo",
+]
+
+#: Defaults that produced the shipped weights.
+EPOCHS = 4
+#: Thread count of the shipped run: float sums, hence the bits of the weights, depend on it.
+THREADS = 1
+BATCH_SIZE = 128
+LEARNING_RATE = 1e-3
+#: Zeiler & Fergus §3: first-layer filters are capped at this RMS.
+MAX_RMS = 0.1
+
+
+def renormalize_filters_(weight: torch.Tensor, max_rms: float = MAX_RMS) -> torch.Tensor:
+    """Rescale, in place, every filter (``weight[i]``) whose RMS exceeds ``max_rms`` to it.
+
+    Zeiler & Fergus (arXiv:1311.2901) §3. Returns ``weight``.
+
+    >>> w = torch.full((2, 1, 2, 2), 0.5); w[1] = 0.05
+    >>> filter_rms(renormalize_filters_(w)).tolist()
+    [0.10000000149011612, 0.05000000074505806]
+    """
+    with torch.no_grad():
+        rms = filter_rms(weight)
+        scale = torch.where(rms > max_rms, max_rms / rms, torch.ones_like(rms))
+        weight.mul_(scale.view(-1, *([1] * (weight.dim() - 1))).to(weight.dtype))
+    return weight
+
+
+def _first_conv(model: nn.Module) -> nn.Conv1d | nn.Conv2d | nn.Conv3d:
+    for module in model.modules():
+        if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+            return module
+    raise ParameterError("model", "a model with a conv layer", type(model).__name__)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
+) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` on uint8 ``images`` with ``labels``."""
+    was_training = model.training
+    model.eval()
+    correct, loss = 0, 0.0
+    try:
+        for start in range(0, len(labels), batch_size):
+            x = preprocess_images(images[start : start + batch_size])
+            y = labels[start : start + batch_size]
+            logits = model(x)
+            loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+    finally:
+        model.train(was_training)
+    return correct / len(labels), loss / len(labels)
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def save_weights(
+    model: nn.Module, path: str | os.PathLike[str], metrics: dict[str, Any] | None = None
+) -> str:
+    """Save ``model``'s weights as safetensors at ``path`` (atomically) and, with ``metrics``,
+    a JSON beside it (same name, ``.json``) including the weights' sha256, which is returned."""
+    path = Path(path)
+    _atomic_save(dict(model.state_dict()), path, {"format": "pt", "model": "convlens-demo-cnn"})
+    digest = sha256_file(path)
+    if metrics is not None:
+        info = {**metrics, "weights": path.name, "weights_sha256": digest}
+        _atomic_write_text(json.dumps(info, indent=2) + "\n", path.with_suffix(".json"))
+    return digest
+
+
+@contextlib.contextmanager
+def _deterministic(threads: int) -> Iterator[None]:
+    """Deterministic algorithms, ``threads`` threads and a private global RNG, all restored
+    on exit."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    previous_threads = torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]):
+        torch.use_deterministic_algorithms(True)
+        torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous_threads)
+            torch.use_deterministic_algorithms(previous)
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict[str, Any]:
+    out: dict[str, torch.Tensor] = {}
+    for name, param in model.named_parameters():
+        for key, value in optimizer.state.get(param, {}).items():
+            out[f"optim.{name}.{key}"] = torch.as_tensor(value).clone()
+    return out
+
+
+def _load_optimizer(
+    optimizer: torch.optim.Optimizer, model: nn.Module, tensors: dict[str, torch.Tensor]
+) -> None:
+    for name, param in model.named_parameters():
+        prefix = f"optim.{name}."
+        state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if state:
+            optimizer.state[param] = state
+
+
+def _progress(enabled: bool) -> Any:
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+    )
+
+
+def train_demo(
+    *,
+    seed: int = 0,
+    epochs: int = EPOCHS,
+    renormalize_first_layer: bool = False,
+    data_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    checkpoint: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    limit: int | None = None,
+    eval_limit: int | None = None,
+    batch_size: int = BATCH_SIZE,
+    lr: float = LEARNING_RATE,
+    threads: int = THREADS,
+    until_epoch: int | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Train the demo CNN on Fashion-MNIST's training set; evaluate on its test set.
+
+    ``limit`` / ``eval_limit`` use only the first images of each set (for quick checks).
+    ``checkpoint``: a file written after every epoch; ``resume=True`` continues from it.
+    ``until_epoch`` stops after that epoch (train in parts: resume later with the same options).
+    Returns the model (eval mode) and metrics (accuracy on the test set, loss, timings, history).
+    """
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("threads", threads)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ParameterError(name, "a positive int", value)
+    if resume and checkpoint is None:
+        raise ParameterError("checkpoint", "a checkpoint file to resume from", None)
+    train_x, train_y = load_fashion_mnist("train", data_dir)
+    test_x, test_y = load_fashion_mnist("test", data_dir)
+    if limit is not None:
+        train_x, train_y = train_x[:limit], train_y[:limit]
+    if eval_limit is not None:
+        test_x, test_y = test_x[:eval_limit], test_y[:eval_limit]
+    config = {
+        "seed": seed,
+        "epochs": epochs,
+        "renormalize_first_layer": renormalize_first_layer,
+        "batch_size": batch_size,
+        "lr": lr,
+        "threads": threads,
+        "train_images": len(train_y),
+    }
+    ckpt_path = Path(checkpoint) if checkpoint is not None else None
+    stop = epochs if until_epoch is None else min(until_epoch, epochs)
+    load_start = os.getloadavg()[0]
+
+    with _deterministic(threads):
+        torch.manual_seed(seed)
+        model = build_demo_model()
+        first = _first_conv(model)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        shuffle = torch.Generator().manual_seed(seed)
+        history: list[dict[str, float]] = []
+        start_epoch, elapsed = 0, 0.0
+        if renormalize_first_layer:
+            renormalize_filters_(first.weight)
+        if resume and ckpt_path is not None and ckpt_path.is_file():
+            start_epoch, elapsed, history = _restore(ckpt_path, config, model, optimizer, shuffle)
+
+        steps = math.ceil(len(train_y) / batch_size)
+        with _progress(progress) as bar:
+            task = (
+                bar.add_task("train-demo", total=steps * max(0, stop - start_epoch), info="")
+                if bar is not None
+                else None
+            )
+            for epoch in range(start_epoch, stop):
+                t0 = time.perf_counter()
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+                model.train()
+                order = torch.randperm(len(train_y), generator=shuffle)
+                flips = torch.rand(len(train_y), generator=shuffle) < 0.5
+                total = 0.0
+                for step in range(steps):
+                    batch = order[step * batch_size : (step + 1) * batch_size]
+                    x = preprocess_images(train_x[batch])
+                    flip = flips[batch].view(-1, 1, 1, 1)
+                    x = torch.where(flip, x.flip(-1), x)
+                    loss = F.cross_entropy(model(x), train_y[batch])
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    if renormalize_first_layer:
+                        renormalize_filters_(first.weight)
+                    total += loss.item() * len(batch)
+                    if bar is not None:
+                        bar.update(task, advance=1, info=f"epoch {epoch + 1}/{epochs}")
+                accuracy, test_loss = evaluate(model, test_x, test_y)
+                seconds = time.perf_counter() - t0
+                elapsed += seconds
+                history.append(
+                    {
+                        "epoch": epoch + 1,
+                        "train_loss": total / len(train_y),
+                        "test_accuracy": accuracy,
+                        "test_loss": test_loss,
+                        "seconds": seconds,
+                    }
+                )
+                if bar is not None:
+                    bar.update(task, info=f"epoch {epoch + 1}/{epochs} test acc {accuracy:.4f}")
+                if ckpt_path is not None:
+                    _checkpoint(
+                        ckpt_path, config, epoch + 1, elapsed, history, model, optimizer, shuffle
+                    )
+
+    model.eval()
+    last = history[-1] if history else {"test_accuracy": float("nan"), "test_loss": float("nan")}
+    metrics = {
+        "accuracy": last["test_accuracy"],
+        "test_loss": last["test_loss"],
+        "test_images": len(test_y),
+        **config,
+        "optimizer": "Adam, cosine lr per epoch, random horizontal flips, dropout 0.3",
+        "epochs_done": len(history),
+        "elapsed_seconds": elapsed,
+        "history": history,
+        "torch_version": torch.__version__,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": [load_start, os.getloadavg()[0]],
+    }
+    return model, metrics
+
+
+def _checkpoint(
+    path: Path,
+    config: dict[str, Any],
+    epoch: int,
+    elapsed: float,
+    history: list[dict[str, float]],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    shuffle: torch.Generator,
+) -> None:
+    tensors = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
+    tensors.update(_optimizer_tensors(optimizer, model))
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.shuffle"] = shuffle.get_state()
+    meta = {
+        "config": json.dumps(config, sort_keys=True),
+        "epoch": str(epoch),
+        "elapsed": repr(elapsed),
+        "history": json.dumps(history),
+    }
+    _atomic_save(tensors, path, meta)
+
+
+def _restore(
+    path: Path,
+    config: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    shuffle: torch.Generator,
+) -> tuple[int, float, list[dict[str, float]]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata() or {}
+    saved = json.loads(meta.get("config", "{}"))
+    if saved != json.loads(json.dumps(config, sort_keys=True)):
+        raise ParameterError(
+            "resume", f"a checkpoint made with {config}", saved, hint=f"checkpoint {path}"
+        )
+    tensors = load_file(str(path))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    _load_optimizer(optimizer, model, tensors)
+    torch.set_rng_state(tensors["rng.torch"])
+    shuffle.set_state(tensors["rng.shuffle"])
+    return int(meta["epoch"]), float(meta["elapsed"]), json.loads(meta["history"])

@@ -1,0 +1,634 @@
+"""Convolution as a matrix: ``vec(y) = C vec(x) + b``.
+
+A convolution is linear in its input, so for one sample it is a matrix ``C`` (the Jacobian of the
+convolution with respect to its input) plus the bias as an affine offset ``b``. :func:`conv_matrix`
+builds ``C`` straight from index arithmetic: every non-zero ``C[row, col]`` is one kernel weight,
+``row`` an output pixel ``(c_out, *o)`` and ``col`` the input pixel ``(c_in, *i)`` with
+``i = o * stride + k * dilation - padding``. Transposed convolution is multiplication by ``C^T``
+(Dumoulin & Visin, *A guide to convolution arithmetic for deep learning*, arXiv:1603.07285, §4).
+
+``vec()`` flattens one sample over ``(channel, *spatial)`` in C order (``x.reshape(-1)`` of a
+``(C, *spatial)`` tensor). ``layout="torch"`` gives ``C`` of shape ``(out, in)`` with
+``vec(y) = C @ vec(x)``; ``layout="row"`` gives its transpose, ``(in, out)`` with
+``vec(y) = vec(x) @ C``.
+
+The weight-independent index pattern (which weight lands where) is computed once per geometry,
+vectorised and in O(nnz), and cached; a new weight then costs one gather.
+
+>>> import torch
+>>> w = torch.arange(1.0, 4.0).view(1, 1, 3)
+>>> conv_matrix(w, 4, format="dense")
+tensor([[1., 2., 3., 0.],
+        [0., 1., 2., 3.]])
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from convlens._utils import as_tuple
+from convlens.arithmetic import LayerSpec
+from convlens.errors import ParameterError, ParameterTypeError, UnsupportedModuleError
+
+__all__ = [
+    "FORMATS",
+    "LAYOUTS",
+    "Geometry",
+    "assemble",
+    "clear_pattern_cache",
+    "conv_bias_vector",
+    "conv_geometry",
+    "conv_matrix",
+    "conv_transpose_geometry",
+    "nnz_zero_padding",
+]
+
+Layout = Literal["torch", "row"]
+Format = Literal["csr", "coo", "dense"]
+LAYOUTS: tuple[str, ...] = ("torch", "row")
+FORMATS: tuple[str, ...] = ("csr", "coo", "dense")
+_INT32_MAX = 2**31 - 1
+
+_CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_TCONV_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_SUPPORTED = [t.__name__ for t in (*_CONV_TYPES, *_TCONV_TYPES)]
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Hashable geometry of a convolution ``(C_out, C_in/groups, *k)`` on one input size.
+
+    ``size_out`` is given explicitly: a transposed convolution with ``output_padding`` is the
+    transpose of the conv restricted to its first ``size_out`` output positions.
+    """
+
+    size_in: tuple[int, ...]
+    size_out: tuple[int, ...]
+    kernel: tuple[int, ...]
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    pad_lo: tuple[int, ...]
+    padding_mode: str
+    in_channels: int
+    out_channels: int
+    groups: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(out, in)``: the shape of ``C`` in ``layout='torch'``."""
+        return (
+            self.out_channels * math.prod(self.size_out),
+            self.in_channels * math.prod(self.size_in),
+        )
+
+
+def conv_geometry(
+    weight_shape: tuple[int, ...],
+    input_size: Any,
+    *,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+) -> Geometry:
+    """Validate a convolution's arguments (through :class:`LayerSpec`) and return its geometry.
+
+    >>> conv_geometry((8, 3, 3, 3), 32, padding=1).size_out
+    (32, 32)
+    """
+    if len(weight_shape) not in (3, 4, 5):
+        raise ParameterError(
+            "weight",
+            "a tensor of shape (C_out, C_in/groups, *kernel) with 1-3 spatial dims",
+            tuple(weight_shape),
+        )
+    n = len(weight_shape) - 2
+    c_out, c_in_g = int(weight_shape[0]), int(weight_shape[1])
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ParameterError("groups", "a positive int", groups)
+    if c_out % groups:
+        raise ParameterError(
+            "groups",
+            f"a divisor of the weight's C_out={c_out}",
+            groups,
+            hint=f"weight shape {tuple(weight_shape)}",
+        )
+    if c_out < 1 or c_in_g < 1:
+        raise ParameterError("weight", "at least one input and one output channel", weight_shape)
+    spec = LayerSpec.conv(
+        tuple(weight_shape[2:]), stride, padding, dilation, groups, padding_mode,
+        in_channels=c_in_g * groups, out_channels=c_out, ndim=n,
+    )  # fmt: skip
+    size_in = as_tuple(input_size, n, "input_size")
+    size_out = spec.output_size(size_in)
+    return Geometry(
+        size_in=size_in,
+        size_out=size_out,
+        kernel=spec.kernel_size,
+        stride=spec.stride,
+        dilation=spec.dilation,
+        pad_lo=tuple(lo for lo, _ in spec.padding_pairs()),
+        padding_mode=padding_mode,
+        in_channels=c_in_g * groups,
+        out_channels=c_out,
+        groups=groups,
+    )
+
+
+def conv_transpose_geometry(
+    weight_shape: tuple[int, ...],
+    input_size: Any,
+    *,
+    stride: Any = 1,
+    padding: Any = 0,
+    output_padding: Any = 0,
+    groups: int = 1,
+    dilation: Any = 1,
+) -> Geometry:
+    """Geometry of the convolution whose transpose is this transposed convolution.
+
+    ``weight_shape`` is the transposed conv's ``(C_in, C_out/groups, *k)``, which is the matching
+    convolution's ``(C_out, C_in/groups, *k)``; ``input_size`` is the transposed conv's input
+    (the conv's output) and the conv's input size is the transposed conv's output size.
+
+    >>> g = conv_transpose_geometry((4, 2, 3, 3), 5, stride=2, padding=1, output_padding=1)
+    >>> g.size_in, g.size_out, g.in_channels, g.out_channels
+    ((10, 10), (5, 5), 2, 4)
+    """
+    if len(weight_shape) not in (3, 4, 5):
+        raise ParameterError(
+            "weight",
+            "a tensor of shape (C_in, C_out/groups, *kernel) with 1-3 spatial dims",
+            tuple(weight_shape),
+        )
+    n = len(weight_shape) - 2
+    c_in, c_out_g = int(weight_shape[0]), int(weight_shape[1])
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ParameterError("groups", "a positive int", groups)
+    if c_in % groups:
+        raise ParameterError(
+            "groups",
+            f"a divisor of the weight's C_in={c_in}",
+            groups,
+            hint=f"weight shape {tuple(weight_shape)}",
+        )
+    if c_in < 1 or c_out_g < 1:
+        raise ParameterError("weight", "at least one input and one output channel", weight_shape)
+    if isinstance(padding, str):
+        raise ParameterError("padding", "ints for a transposed convolution", padding)
+    spec = LayerSpec.conv_transpose(
+        tuple(weight_shape[2:]), stride, padding, output_padding, groups, dilation,
+        in_channels=c_in, out_channels=c_out_g * groups, ndim=n,
+    )  # fmt: skip
+    size = as_tuple(input_size, n, "input_size")
+    full = spec.output_size(size)
+    if any(v < 1 for v in full):
+        raise ParameterError(
+            "input_size", "an input whose transposed-convolution output is non-empty", size,
+            hint=f"output would be {full}",
+        )  # fmt: skip
+    return Geometry(
+        size_in=full,
+        size_out=size,
+        kernel=spec.kernel_size,
+        stride=spec.stride,
+        dilation=spec.dilation,
+        pad_lo=tuple(lo for lo, _ in spec.padding_pairs()),
+        padding_mode="zeros",
+        in_channels=c_out_g * groups,
+        out_channels=c_in,
+        groups=groups,
+    )
+
+
+# --------------------------------------------------------------------------- index pattern
+
+
+# The per-geometry index arithmetic runs in NumPy: it is many small array operations, which are
+# cheap single-threaded and slow when a busy machine makes torch's intra-op threads wait.
+_I64 = np.int64
+
+
+def _exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
+    out = np.zeros(counts.size + 1, dtype=_I64)
+    np.cumsum(counts, out=out[1:])
+    return out
+
+
+def _axis(
+    size_in: int, size_out: int, k: int, s: int, d: int, p: int, mode: str, transposed: bool
+) -> dict[str, np.ndarray]:
+    """One spatial axis: its (output, kernel) pairs, mapped to input positions, grouped by row.
+
+    Rows are output positions (``transposed=False``) or input positions (``True``). Padding
+    modes other than zeros map out-of-range positions back into the input (reflect, clamp,
+    wrap), so several kernel taps may land on one ``(row, col)``; ``u`` numbers the distinct
+    ``(row, col)`` pairs, which are sorted by row, then col.
+    """
+    o = np.repeat(np.arange(size_out, dtype=_I64), k)
+    kk = np.tile(np.arange(k, dtype=_I64), size_out)
+    pos = o * s + kk * d - p
+    if mode == "zeros":
+        keep = (pos >= 0) & (pos < size_in)
+        o, kk, pos = o[keep], kk[keep], pos[keep]
+    elif mode == "reflect":
+        pos = np.where(pos < 0, -pos, pos)
+        pos = np.where(pos >= size_in, 2 * (size_in - 1) - pos, pos)
+    elif mode == "replicate":
+        pos = np.clip(pos, 0, size_in - 1)
+    else:  # circular
+        pos = np.mod(pos, size_in)
+    row, col = (pos, o) if transposed else (o, pos)
+    n_rows, n_cols = (size_in, size_out) if transposed else (size_out, size_in)
+    order = np.argsort((row * n_cols + col) * k + kk, kind="stable")
+    row, col, kk = row[order], col[order], kk[order]
+    uniq, inverse = np.unique(row * n_cols + col, return_inverse=True)
+    return {
+        "row": row,
+        "k": kk,
+        "u": inverse.reshape(-1).astype(_I64),
+        "cnt": np.bincount(row, minlength=n_rows).astype(_I64),
+        "urow": uniq // n_cols,
+        "ucol": uniq % n_cols,
+        "ucnt": np.bincount(uniq // n_cols, minlength=n_rows).astype(_I64),
+    }
+
+
+def _product(counts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Row-major product of per-axis entry lists grouped by row.
+
+    Returns the per-row counts of the product, the row of each product entry, and for each axis
+    the index of the axis entry that each product entry uses. Entries of one product row are in
+    lexicographic order of their axis entries.
+    """
+    cnt = counts[0]
+    comps = [np.arange(int(cnt.sum()), dtype=_I64)]
+    for cb in counts[1:]:
+        ptr_a, ptr_b = _exclusive_cumsum(cnt), _exclusive_cumsum(cb)
+        new = (cnt[:, None] * cb[None, :]).reshape(-1)
+        rows = np.repeat(np.arange(new.size, dtype=_I64), new)
+        t = np.arange(rows.size, dtype=_I64) - _exclusive_cumsum(new)[rows]
+        a, b = rows // cb.size, rows % cb.size
+        cbb = cb[b]
+        ea, eb = ptr_a[a] + t // cbb, ptr_b[b] + t % cbb
+        comps = [c[ea] for c in comps] + [eb]
+        cnt = new
+    rows = np.repeat(np.arange(cnt.size, dtype=_I64), cnt)
+    return cnt, rows, comps
+
+
+def _flat(parts: list[np.ndarray], sizes: tuple[int, ...]) -> np.ndarray:
+    """C-order flat index of per-axis indices ``parts`` in an array of shape ``sizes``."""
+    out = np.zeros_like(parts[0])
+    for part, size in zip(parts, sizes):
+        out = out * size + part
+    return out
+
+
+@dataclass(frozen=True)
+class _Block:
+    """Index pattern of the rows of one row-channel (weight-independent, shared by all)."""
+
+    crow: torch.Tensor  # (R_sp + 1,) int64, offsets inside the block
+    col: torch.Tensor  # (nnz_block,) int64, columns for a row-channel of group 0
+    kidx: torch.Tensor  # (raw_block,) int64 into the (row-channel, C_c * K) weight
+    dest: torch.Tensor | None  # (raw_block,) int64 into the block, None when raw == unique
+
+
+@functools.lru_cache(maxsize=64)
+def _block(geom: Geometry, transposed: bool) -> _Block:
+    axes = [
+        _axis(i, o, k, s, d, p, geom.padding_mode, transposed)
+        for i, o, k, s, d, p in zip(
+            geom.size_in, geom.size_out, geom.kernel, geom.stride, geom.dilation, geom.pad_lo
+        )
+    ]
+    cols_sp = geom.size_out if transposed else geom.size_in
+    c_c = (geom.out_channels if transposed else geom.in_channels) // geom.groups
+    n_cols_sp, n_k = math.prod(cols_sp), math.prod(geom.kernel)
+    ucnt, urows, ucomp = _product([a["ucnt"] for a in axes])
+    col_sp = _flat([a["ucol"][c] for a, c in zip(axes, ucomp)], cols_sp)
+    uptr = _exclusive_cumsum(ucnt)
+    has_dups = any(a["u"].size != a["urow"].size for a in axes)
+    if has_dups:
+        rcnt, rrows, rcomp = _product([a["cnt"] for a in axes])
+        # position of each raw entry's (row, col) among the unique entries of its row
+        local = np.zeros_like(rrows)
+        for j, (a, c) in enumerate(zip(axes, rcomp)):
+            uptr_j = _exclusive_cumsum(a["ucnt"])
+            radix = np.ones_like(rrows)
+            for b, cb in zip(axes[j + 1 :], rcomp[j + 1 :]):
+                radix = radix * b["ucnt"][b["row"][cb]]
+            local += (a["u"][c] - uptr_j[a["row"][c]]) * radix
+    else:
+        rcnt, rrows, rcomp, local = ucnt, urows, ucomp, np.zeros(0, dtype=_I64)
+    k_sp = _flat([a["k"][c] for a, c in zip(axes, rcomp)], geom.kernel)
+
+    # one row-channel's block: rows r, then column channels cc, then the row's entries
+    def expand(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        blk = counts * c_c
+        rows = np.repeat(np.arange(counts.size, dtype=_I64), blk)
+        t = np.arange(rows.size, dtype=_I64) - _exclusive_cumsum(blk)[rows]
+        per = counts[rows]
+        return rows, t // per, t % per
+
+    rows, cc, el = expand(ucnt)
+    col = cc * n_cols_sp + col_sp[uptr[rows] + el]
+    rows_r, cc_r, el_r = expand(rcnt)
+    rptr = _exclusive_cumsum(rcnt)
+    kidx = cc_r * n_k + k_sp[rptr[rows_r] + el_r]
+    dest = None
+    if has_dups:
+        dest = c_c * uptr[rows_r] + cc_r * ucnt[rows_r] + local[rptr[rows_r] + el_r]
+    return _Block(
+        crow=torch.from_numpy(c_c * uptr),
+        col=torch.from_numpy(col),
+        kidx=torch.from_numpy(kidx),
+        dest=None if dest is None else torch.from_numpy(dest),
+    )
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    crow: torch.Tensor
+    col: torch.Tensor
+    block: _Block
+    shape: tuple[int, int]
+
+
+@functools.lru_cache(maxsize=4)
+def _pattern(geom: Geometry, transposed: bool, device: torch.device) -> _Pattern:
+    """The full CSR index pattern of ``C`` (``transposed=False``) or ``C^T``; int32 if it fits."""
+    block = _block(geom, transposed)
+    out, inp = geom.shape
+    shape = (inp, out) if transposed else (out, inp)
+    row_ch = geom.out_channels if not transposed else geom.in_channels
+    col_ch = geom.in_channels if not transposed else geom.out_channels
+    per_group_rows, per_group_cols = row_ch // geom.groups, col_ch // geom.groups
+    n_cols_sp = shape[1] // col_ch
+    nnz_block = block.col.numel()
+    nnz = row_ch * nnz_block
+    itype = torch.int32 if max(nnz, shape[0], shape[1]) <= _INT32_MAX else torch.int64
+    ch = np.arange(row_ch, dtype=_I64)
+    crow_np = np.empty(row_ch * (block.crow.numel() - 1) + 1, dtype=_I64)
+    crow_np[:-1] = (ch[:, None] * nnz_block + block.crow.numpy()[None, :-1]).reshape(-1)
+    crow_np[-1] = nnz
+    crow = torch.from_numpy(crow_np).to(itype)
+    offsets = torch.from_numpy((ch // per_group_rows) * (per_group_cols * n_cols_sp)).to(itype)
+    col = block.col.to(itype)[None, :] + offsets[:, None]  # built in the index dtype
+    return _Pattern(
+        crow=crow.to(device).reshape(-1),
+        col=col.reshape(-1).to(device),
+        block=_Block(
+            crow=block.crow,
+            col=block.col,
+            kidx=block.kidx.to(device),
+            dest=None if block.dest is None else block.dest.to(device),
+        ),
+        shape=shape,
+    )
+
+
+def clear_pattern_cache() -> None:
+    """Forget the cached index patterns.
+
+    The full pattern of the last four geometries (per device) stays cached, shared with the
+    matrices built from it; for a big layer that is the size of the CSR indices (345 MB of
+    int32 columns for VGG16's first conv at 224x224). This frees it once those matrices are gone.
+    """
+    _pattern.cache_clear()
+    _block.cache_clear()
+
+
+# --------------------------------------------------------------------------- assembly
+
+
+def _values(
+    weight: torch.Tensor, geom: Geometry, pattern: _Pattern, transposed: bool
+) -> torch.Tensor:
+    """Gather the kernel weights into the pattern's order (summing taps that coincide)."""
+    w = weight.detach()
+    g, n_k = geom.groups, math.prod(geom.kernel)
+    if transposed:  # rows are input channels: (G, C_in/G, C_out/G * K)
+        c_out_g, c_in_g = geom.out_channels // g, geom.in_channels // g
+        w2 = w.reshape(g, c_out_g, c_in_g, n_k).transpose(1, 2).reshape(geom.in_channels, -1)
+    else:
+        w2 = w.reshape(geom.out_channels, -1)
+    vals = w2.index_select(1, pattern.block.kidx)
+    if pattern.block.dest is not None:
+        summed = vals.new_zeros(vals.shape[0], pattern.block.col.numel())
+        vals = summed.index_add_(1, pattern.block.dest, vals)
+    return vals.reshape(-1)
+
+
+def assemble(
+    weight: torch.Tensor, geom: Geometry, *, transposed: bool = False, format: str = "csr"
+) -> torch.Tensor:
+    """``C`` (or ``C^T`` with ``transposed``) of a validated :class:`Geometry`, from ``weight``.
+
+    The engine under :func:`conv_matrix` and the matmul route of transposed convolution.
+
+    >>> import torch
+    >>> g = conv_geometry((1, 1, 2), 3)
+    >>> assemble(torch.tensor([[[1.0, 2.0]]]), g, transposed=True, format="dense")
+    tensor([[1., 0.],
+            [2., 1.],
+            [0., 2.]])
+    """
+    pattern = _pattern(geom, transposed, weight.device)
+    values = _values(weight, geom, pattern, transposed)
+    if format == "coo":
+        counts = pattern.crow[1:].to(torch.int64) - pattern.crow[:-1].to(torch.int64)
+        rows = torch.repeat_interleave(torch.arange(pattern.shape[0], device=weight.device), counts)
+        indices = torch.stack([rows, pattern.col.to(torch.int64)])
+        return torch.sparse_coo_tensor(
+            indices, values, pattern.shape, is_coalesced=True, check_invariants=False
+        )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        csr = torch.sparse_csr_tensor(
+            pattern.crow, pattern.col, values, pattern.shape, check_invariants=False
+        )
+    return csr.to_dense() if format == "dense" else csr
+
+
+def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ParameterError(name, f"one of {', '.join(map(repr, choices))}", value)
+
+
+_GEOMETRY_DEFAULTS = {
+    "stride": 1,
+    "padding": 0,
+    "dilation": 1,
+    "groups": 1,
+    "padding_mode": "zeros",
+}
+
+
+def _resolve(
+    weight_or_module: Any, input_size: Any, geometry: dict[str, Any]
+) -> tuple[torch.Tensor, Geometry, bool, torch.Tensor | None]:
+    """(weight, conv geometry, whether the operator is the conv's transpose, bias)."""
+    if isinstance(weight_or_module, nn.Module):
+        module = weight_or_module
+        if not isinstance(module, (*_CONV_TYPES, *_TCONV_TYPES)):
+            raise UnsupportedModuleError("module", type(module).__name__, _SUPPORTED, "conv_matrix")
+        for name, default in _GEOMETRY_DEFAULTS.items():
+            if geometry[name] != default:
+                raise ParameterError(
+                    name, f"the default {default!r} when a module is given (it has its own)",
+                    geometry[name],
+                )  # fmt: skip
+        m: Any = module
+        if isinstance(module, _CONV_TYPES):
+            geom = conv_geometry(
+                tuple(m.weight.shape), input_size, stride=m.stride, padding=m.padding,
+                dilation=m.dilation, groups=m.groups, padding_mode=m.padding_mode,
+            )  # fmt: skip
+            return m.weight, geom, False, m.bias
+        if m.padding_mode != "zeros":
+            raise ParameterError(
+                "padding_mode", "'zeros' for a transposed convolution (PyTorch supports no other)",
+                m.padding_mode,
+            )  # fmt: skip
+        geom = conv_transpose_geometry(
+            tuple(m.weight.shape), input_size, stride=m.stride, padding=m.padding,
+            output_padding=m.output_padding, groups=m.groups, dilation=m.dilation,
+        )  # fmt: skip
+        return m.weight, geom, True, m.bias
+    if not isinstance(weight_or_module, torch.Tensor):
+        raise ParameterTypeError(
+            "weight", "a torch.Tensor or an nn.Conv/ConvTranspose module", weight_or_module
+        )
+    geom = conv_geometry(tuple(weight_or_module.shape), input_size, **geometry)
+    return weight_or_module, geom, False, None
+
+
+def conv_matrix(
+    weight_or_module: torch.Tensor | nn.Module,
+    input_size: int | tuple[int, ...],
+    *,
+    stride: int | tuple[int, ...] = 1,
+    padding: int | tuple[int, ...] | str = 0,
+    dilation: int | tuple[int, ...] = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    layout: Layout = "torch",
+    format: Format = "csr",
+) -> torch.Tensor:
+    """The matrix ``C`` of a convolution: ``vec(conv(x)) = C @ vec(x) + b`` for one sample.
+
+    ``C`` is the *linear part* only; the bias is the affine offset ``b``, given separately by
+    :func:`conv_bias_vector`. ``weight_or_module`` is a weight ``(C_out, C_in/groups, *k)`` with
+    the geometry as keywords (exactly as ``F.convNd`` takes it: 1-3 spatial dims, groups,
+    dilation, ints / ``'same'`` / ``'valid'`` padding, any ``padding_mode``), or an
+    ``nn.Conv1/2/3d`` (its own geometry) or an ``nn.ConvTranspose1/2/3d``, whose matrix is the
+    transpose of the matching convolution's, ``output_padding`` included. ``input_size`` is the
+    spatial size of one input sample (for a transposed conv, the size of *its* input).
+
+    Non-zero padding modes are linear too, ``C = C_valid · P`` with ``P`` the 0/1 matrix that
+    pads; the pattern maps padded positions back into the input, so coinciding taps sum.
+
+    ``vec()`` flattens ``(channel, *spatial)`` in C order. ``layout="torch"``: shape
+    ``(out, in)``, ``vec(y) = C @ vec(x)``; ``layout="row"``: ``(in, out)``, ``vec(x) @ C``.
+    ``format`` is ``"csr"`` (int32 indices when they fit), ``"coo"`` or ``"dense"``. The result
+    has the weight's device and dtype and does not track gradients. See Dumoulin & Visin,
+    arXiv:1603.07285, §2 and §4.
+
+    >>> import torch, torch.nn.functional as F
+    >>> w, x = torch.randn(4, 3, 3, 3), torch.randn(3, 6, 6)
+    >>> C = conv_matrix(w, (6, 6), stride=2, padding=1)
+    >>> C.shape, torch.allclose(C @ x.reshape(-1), F.conv2d(x, w, stride=2, padding=1).reshape(-1), atol=1e-5)
+    (torch.Size([36, 108]), True)
+    """
+    _check_choice(layout, "layout", LAYOUTS)
+    _check_choice(format, "format", FORMATS)
+    geometry = {
+        "stride": stride,
+        "padding": padding,
+        "dilation": dilation,
+        "groups": groups,
+        "padding_mode": padding_mode,
+    }
+    weight, geom, is_transpose, _ = _resolve(weight_or_module, input_size, geometry)
+    # layout="torch" of a conv is C; of a transposed conv, C^T; "row" flips either.
+    return assemble(weight, geom, transposed=is_transpose != (layout == "row"), format=format)
+
+
+def conv_bias_vector(
+    weight_or_module: torch.Tensor | nn.Module,
+    input_size: int | tuple[int, ...],
+    *,
+    bias: torch.Tensor | None = None,
+    stride: int | tuple[int, ...] = 1,
+    padding: int | tuple[int, ...] | str = 0,
+    dilation: int | tuple[int, ...] = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+) -> torch.Tensor:
+    """The affine offset ``b`` with ``vec(y) = C @ vec(x) + b``: each channel's bias, repeated.
+
+    Takes the same arguments as :func:`conv_matrix`, plus ``bias`` for a weight (a module uses
+    its own). Without a bias the offset is zero.
+
+    >>> import torch
+    >>> conv_bias_vector(torch.zeros(2, 1, 3), 4, bias=torch.tensor([1.0, -1.0]))
+    tensor([ 1.,  1., -1., -1.])
+    """
+    geometry = {
+        "stride": stride,
+        "padding": padding,
+        "dilation": dilation,
+        "groups": groups,
+        "padding_mode": padding_mode,
+    }
+    weight, geom, is_transpose, module_bias = _resolve(weight_or_module, input_size, geometry)
+    if isinstance(weight_or_module, nn.Module):
+        if bias is not None:
+            raise ParameterError("bias", "None when a module is given (it has its own)", bias)
+        bias = module_bias
+    channels, size = (
+        (geom.in_channels, geom.size_in) if is_transpose else (geom.out_channels, geom.size_out)
+    )
+    if bias is None:
+        return weight.new_zeros(channels * math.prod(size)).detach()
+    if not isinstance(bias, torch.Tensor):
+        raise ParameterTypeError("bias", "a torch.Tensor of shape (C_out,)", bias)
+    if tuple(bias.shape) != (channels,):
+        raise ParameterError("bias", f"a tensor of shape ({channels},)", tuple(bias.shape))
+    return bias.detach().repeat_interleave(math.prod(size))
+
+
+def nnz_zero_padding(geom: Geometry) -> int:
+    """The number of non-zeros of ``C`` for zero padding, from the closed form.
+
+    ``C_out · (C_in/groups) · ∏_j #{(o, k): 0 ≤ o·s + k·d − p < i}`` per spatial axis ``j``.
+
+    >>> nnz_zero_padding(conv_geometry((64, 3, 3, 3), 224, padding=1))
+    86188800
+    """
+    per_axis = 1
+    for i, o, k, s, d, p in zip(
+        geom.size_in, geom.size_out, geom.kernel, geom.stride, geom.dilation, geom.pad_lo
+    ):
+        count = 0
+        for kk in range(k):
+            # o in [0, O) with 0 <= o*s + kk*d - p < i
+            lo = max(0, -((kk * d - p) // s))
+            hi = min(o - 1, (i - 1 - kk * d + p) // s)
+            count += max(0, hi - lo + 1)
+        per_axis *= count
+    return geom.out_channels * (geom.in_channels // geom.groups) * per_axis

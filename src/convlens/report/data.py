@@ -1,0 +1,164 @@
+"""Plain data the HTML report is rendered from: no torch, no computation.
+
+The assemble layer (:mod:`convlens.report.assemble`) fills these from a scan, the deconvnet
+projections, the filters and occlusion maps; the render layer (:mod:`convlens.report.render`)
+turns them into pages. Every string here is user-visible text and is escaped on output.
+
+A *picture* is PNG bytes, a ``PIL.Image.Image``, a uint8 numpy array ``(H, W)`` or
+``(H, W, 3)``, or the path of an image file; the renderer writes it beside the HTML under a
+name of its own choosing (never a user-provided file name).
+
+>>> table = Table(("layer", "channels"), (("features.0", 32),))
+>>> table.rows[0][1]
+32
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "ChannelBlock",
+    "FilterSection",
+    "LayerSection",
+    "LegendEntry",
+    "OcclusionItem",
+    "OcclusionSection",
+    "Panel",
+    "Picture",
+    "ReportData",
+    "Summary",
+    "Table",
+    "Tile",
+]
+
+#: What the report accepts as an image.
+Picture = Union[bytes, Image.Image, np.ndarray, str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table of text and numbers; floats are shown with 4 significant digits."""
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...] = ()
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One of a channel's top-k: the deconvnet projection beside the input patch that caused it.
+
+    ``value`` is the activation (the feature map's maximum in that image), ``rank`` its place
+    in the top-k (0 = strongest), ``position`` the unit's index in the feature map.
+    """
+
+    projection: Picture
+    patch: Picture
+    value: float
+    rank: int
+    image_name: str
+    label: str | None = None
+    position: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ChannelBlock:
+    """One channel of a layer: its top-k tiles, strongest first (Zeiler & Fergus, Fig. 2)."""
+
+    channel: int
+    tiles: tuple[Tile, ...]
+
+
+@dataclass(frozen=True)
+class LayerSection:
+    """A page of the report: the Figure-2 blocks of one layer."""
+
+    name: str
+    description: str
+    channels_total: int
+    blocks: tuple[ChannelBlock, ...]
+    receptive_field: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class FilterSection:
+    """The first layer's filters as images (Fig. 6) and statistics of every layer's filters."""
+
+    layer: str
+    filters: tuple[Picture, ...]
+    captions: tuple[str, ...] = ()
+    stats: Table = field(default_factory=lambda: Table(()))
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One panel of an occlusion figure, e.g. key ``"b"`` with its picture and caption."""
+
+    key: str
+    title: str
+    picture: Picture
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class LegendEntry:
+    """A colour (``#rrggbb``) and the class it stands for in the most-probable-class map."""
+
+    color: str
+    name: str
+
+
+@dataclass(frozen=True)
+class OcclusionItem:
+    """Figure 7 for one image: panels (a)–(e) and the legend of panel (e)."""
+
+    image_name: str
+    label: str | None
+    panels: tuple[Panel, ...]
+    legend: tuple[LegendEntry, ...] = ()
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class OcclusionSection:
+    """Occlusion sensitivity (Zeiler & Fergus, Sec. 4.2, Fig. 7) for a few images."""
+
+    layer: str
+    square: int
+    stride: int
+    items: tuple[OcclusionItem, ...]
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The front page: what was run, on what, how long it took and what was skipped."""
+
+    model: str
+    dataset: str
+    command: str
+    images: int | None = None
+    accuracy: float | None = None
+    facts: tuple[tuple[str, str], ...] = ()
+    layers: Table = field(default_factory=lambda: Table(()))
+    timings: tuple[tuple[str, float], ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
+    warnings: tuple[str, ...] = ()
+    title: str = "convlens report"
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything one report shows."""
+
+    summary: Summary
+    layers: tuple[LayerSection, ...] = ()
+    filters: FilterSection | None = None
+    occlusion: OcclusionSection | None = None

@@ -1,0 +1,41 @@
+"""Symbolic convolution with sympy: C, the conv output and the transposed result as matrices of
+symbols, rendered as LaTeX, Unicode or Markdown (Dumoulin & Visin, arXiv:1603.07285).
+
+>>> from convlens.symbolic import symbolic_conv
+>>> symbolic_conv(4, 3).C(layout="row")[5, 3]
+w_{11}
+"""
+
+from convlens.symbolic.build import (
+    SymbolicConv,
+    numeric_matrix,
+    symbol_grid,
+    symbolic_conv,
+    symbolic_conv_transpose,
+)
+from convlens.symbolic.render import (
+    FORMATS,
+    SHOWS,
+    latex_matrix,
+    markdown_matrix,
+    render,
+    render_matrix,
+    unicode_entry,
+    unicode_matrix,
+)
+
+__all__ = [
+    "FORMATS",
+    "SHOWS",
+    "SymbolicConv",
+    "latex_matrix",
+    "markdown_matrix",
+    "numeric_matrix",
+    "render",
+    "render_matrix",
+    "symbol_grid",
+    "symbolic_conv",
+    "symbolic_conv_transpose",
+    "unicode_entry",
+    "unicode_matrix",
+]

@@ -1,0 +1,171 @@
+"""The report in a real browser: headless Chromium (Debian's) driven through Selenium.
+
+Every image loads, the nav bar leads to every page, no script was injected and the console
+stays free of errors. Selenium Manager is never run: the driver and browser are given by path
+and the manager is patched to fail loudly if anything calls it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.selenium_manager import SeleniumManager
+
+from convlens.report import write_report
+from test_report_render import EVIL_CLASS, EVIL_FILE, EVIL_LAYER, fake_report_data
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,900",
+)
+
+
+def _no_selenium_manager(*args: object, **kwargs: object) -> None:
+    raise AssertionError("Selenium Manager must not run: it would download a driver")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as profile:
+        patch.setattr(SeleniumManager, "binary_paths", _no_selenium_manager)
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in FLAGS:
+            options.add_argument(flag)
+        options.add_argument(f"--user-data-dir={profile}")
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        try:
+            yield driver
+        finally:
+            driver.quit()
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("browser")
+    return write_report(fake_report_data(tmp, channels=2, top=9), tmp / "report")
+
+
+def image_states(driver: webdriver.Chrome) -> list[tuple[str, bool, int]]:
+    """(src, complete, naturalWidth) of every <img> on the current page."""
+    states = driver.execute_script(
+        "return Array.from(document.images).map("
+        "i => [i.getAttribute('src'), i.complete, i.naturalWidth]);"
+    )
+    return [tuple(s) for s in states]
+
+
+def severe_console_entries(driver: webdriver.Chrome) -> list[dict[str, object]]:
+    return [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def heading(driver: webdriver.Chrome) -> str:
+    return driver.find_element(By.TAG_NAME, "h1").text
+
+
+def check_report_in_browser(driver: webdriver.Chrome, index: Path) -> dict[str, str]:
+    """Visit every page through the nav bar; assert images, headings, no script, no errors.
+
+    Returns the headings seen, keyed by page file name.
+    """
+    driver.get_log("browser")  # drop entries of earlier pages
+    driver.get(index.as_uri())
+    assert heading(driver) == "Summary"
+    links = [
+        (a.get_attribute("href"), a.text)
+        for a in driver.find_elements(By.CSS_SELECTOR, "header nav a")
+    ]
+    assert len(links) >= 2
+    seen: dict[str, str] = {}
+    for position, (href, text) in enumerate(links):
+        # click the nav link of this page from the page before it
+        nav = driver.find_elements(By.CSS_SELECTOR, "header nav a")
+        assert [a.text for a in nav] == [t for _, t in links]
+        nav[position].click()
+        assert driver.current_url == href
+        name = href.rsplit("/", 1)[-1]
+        seen[name] = heading(driver)
+        if name.startswith("layer-"):
+            assert seen[name] == f"Layer {text}"
+        active = driver.find_element(By.CSS_SELECTOR, "header nav a.active")
+        assert active.get_attribute("href") == href
+        states = image_states(driver)
+        assert all(complete and width > 0 for _, complete, width in states), [
+            s for s in states if not (s[1] and s[2] > 0)
+        ]
+        assert driver.execute_script("return document.scripts.length;") == 0
+        with pytest.raises(NoAlertPresentException):
+            driver.switch_to.alert.text  # noqa: B018
+    assert severe_console_entries(driver) == []
+    return seen
+
+
+def test_every_page_every_image_and_no_console_error(
+    browser: webdriver.Chrome, report: Path
+) -> None:
+    seen = check_report_in_browser(browser, report)
+    assert seen == {
+        "index.html": "Summary",
+        "layer-01.html": "Layer features.0",
+        "layer-02.html": f"Layer {EVIL_LAYER}",
+        "filters.html": "Filters",
+        "occlusion.html": "Occlusion sensitivity",
+    }
+
+
+def test_the_browser_shows_user_strings_verbatim(browser: webdriver.Chrome, report: Path) -> None:
+    browser.get((report.parent / "layer-01.html").as_uri())
+    titles = [img.get_attribute("title") for img in browser.find_elements(By.TAG_NAME, "img")]
+    assert sum(t.startswith(EVIL_FILE) for t in titles) == 4  # 2 channels × (projection, patch)
+    captions = [c.text for c in browser.find_elements(By.TAG_NAME, "figcaption")]
+    assert EVIL_CLASS in captions
+    browser.get((report.parent / "occlusion.html").as_uri())
+    assert browser.find_element(By.CSS_SELECTOR, "section.occlusion h2").text == (
+        f"{EVIL_FILE} label: {EVIL_CLASS}"
+    )
+    assert browser.find_elements(By.TAG_NAME, "i") == []
+    assert severe_console_entries(browser) == []
+
+
+def test_channel_links_jump_within_a_layer_page(browser: webdriver.Chrome, report: Path) -> None:
+    browser.get((report.parent / "layer-02.html").as_uri())
+    links = browser.find_elements(By.CSS_SELECTOR, "nav.channels a")
+    assert [a.text for a in links] == ["0", "7", "99"]
+    links[1].click()
+    assert browser.current_url.endswith("layer-02.html#c7")
+    target = browser.find_element(By.ID, "c7")
+    assert target.find_element(By.TAG_NAME, "h2").text == "channel 7"
+
+
+def test_the_check_catches_a_broken_image(
+    browser: webdriver.Chrome, report: Path, tmp_path: Path
+) -> None:
+    """The browser check is not vacuous: a missing image fails it, and Chromium logs it."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(report.parent, copy)
+    victim = sorted((copy / "img" / "l01").iterdir())[0]
+    victim.unlink()
+    with pytest.raises(AssertionError, match=victim.name):
+        check_report_in_browser(browser, copy / "index.html")
+    browser.get((copy / "layer-01.html").as_uri())
+    entries = severe_console_entries(browser)
+    assert any(victim.name in str(e["message"]) for e in entries)
