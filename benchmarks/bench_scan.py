@@ -74,9 +74,63 @@ def _captum_model(model: nn.Module) -> nn.Module:
     return twin.eval()
 
 
-def bench_projection(model, data, result, name, layer, ours_channels, captum_channels) -> dict:
+class _AsDouble:
+    """The same dataset in float64."""
+
+    def __init__(self, data: list) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        x, y = self.data[i]
+        return x.double(), y
+
+
+def _captum(twin, layer, data, top, channels):
+    """Captum's NeuronDeconvolution once per channel on its kept images; (seconds, attrs)."""
     from captum.attr import NeuronDeconvolution
 
+    deconv = NeuronDeconvolution(twin, dict(twin.named_modules())[layer])
+    seconds, attrs = 0.0, {}
+    for c in channels:
+        idx = [i for i in top.indices[c].tolist() if i >= 0]
+        pos = top.positions[c][: len(idx)]
+        inputs = torch.stack([data[i][0] for i in idx]).requires_grad_(True)
+        rows = torch.arange(len(idx))
+
+        def selector(
+            out: torch.Tensor, c: int = c, pos: torch.Tensor = pos, rows: torch.Tensor = rows
+        ) -> torch.Tensor:
+            return out[rows, c, pos[:, 0], pos[:, 1]]
+
+        t0 = time.perf_counter()
+        attrs[c] = deconv.attribute(inputs, neuron_selector=selector).detach()
+        seconds += time.perf_counter() - t0
+    return seconds, attrs
+
+
+def _max_rel_diff(lp, attrs, size: int) -> float:
+    """convlens (seeded with the activation) against Captum (seeded with 1) times the
+    activation, on the box; Captum's mass outside the box counts as difference too."""
+    worst = 0.0
+    for row, c in enumerate(lp.channels):
+        if c not in attrs:
+            continue
+        for j in range(attrs[c].shape[0]):
+            a, b = lp.boxes[row, j, :, 0].tolist(), lp.boxes[row, j, :, 1].tolist()
+            cut = torch.zeros_like(lp.projections[row, j])
+            sy, sx, ey, ex = max(a[0], 0), max(a[1], 0), min(b[0], size), min(b[1], size)
+            cut[:, sy - a[0] : ey - a[0], sx - a[1] : ex - a[1]] = attrs[c][j, :, sy:ey, sx:ex]
+            outside = (attrs[c][j].abs().sum() - cut.abs().sum()) / attrs[c][j].abs().sum()
+            ref = cut * lp.values[row, j]
+            diff = (lp.projections[row, j] - ref).abs().max() / ref.abs().max()
+            worst = max(worst, float(diff), float(outside.abs()))
+    return worst
+
+
+def bench_projection(model, data, result, name, layer, ours_channels, captum_channels, check):
     top = result.layers[layer]
     n_ch = top.values.shape[0]
     ours_set = list(range(n_ch)) if ours_channels is None else list(range(min(ours_channels, n_ch)))
@@ -84,35 +138,14 @@ def bench_projection(model, data, result, name, layer, ours_channels, captum_cha
     ours = project_top(model, data, result, layers=[layer], channels=ours_set)
     t_ours = time.perf_counter() - t0
     lp = ours.layers[layer]
-
-    twin = _captum_model(model)
-    module = dict(twin.named_modules())[layer]
-    deconv = NeuronDeconvolution(twin, module)
-    worst = 0.0
-    t_captum = 0.0
-    for c in range(captum_channels):
-        idx = [i for i in top.indices[c].tolist() if i >= 0]
-        pos = top.positions[c]
-        inputs = torch.stack([data[i][0] for i in idx]).requires_grad_(True)
-        rows = torch.arange(len(idx))
-        pos = pos[: len(idx)]
-
-        def selector(out: torch.Tensor, c: int = c, pos: torch.Tensor = pos) -> torch.Tensor:
-            return out[rows, c, pos[:, 0], pos[:, 1]]
-
-        t0 = time.perf_counter()
-        attr = deconv.attribute(inputs, neuron_selector=selector).detach()
-        t_captum += time.perf_counter() - t0
-        for j in range(len(idx)):
-            a, b = lp.boxes[c, j, :, 0].tolist(), lp.boxes[c, j, :, 1].tolist()
-            cut = torch.zeros_like(lp.projections[c, j])
-            sy, sx = max(a[0], 0), max(a[1], 0)
-            ey, ex = min(b[0], 224), min(b[1], 224)
-            cut[:, sy - a[0] : ey - a[0], sx - a[1] : ex - a[1]] = attr[j, :, sy:ey, sx:ex]
-            outside = attr[j].abs().sum() - cut.abs().sum()
-            ref = cut * lp.values[c, j]
-            diff = (lp.projections[c, j] - ref).abs().max() / ref.abs().max()
-            worst = max(worst, float(diff), float(outside.abs() / attr[j].abs().sum()))
+    t_captum, attrs = _captum(_captum_model(model), layer, data, top, range(captum_channels))
+    diff32 = _max_rel_diff(lp, attrs, 224)
+    # the same comparison in float64, where near-ties in max pooling cannot flip a switch
+    model64 = copy.deepcopy(model).double()
+    data64 = _AsDouble(data)
+    lp64 = project_top(model64, data64, result, layers=[layer], channels=list(range(check)))
+    _, attrs64 = _captum(_captum_model(model64), layer, data64, top, range(check))
+    diff64 = _max_rel_diff(lp64.layers[layer], attrs64, 224)
     per_ours = t_ours / len(ours_set)
     per_captum = t_captum / captum_channels
     return {
@@ -124,7 +157,9 @@ def bench_projection(model, data, result, name, layer, ours_channels, captum_cha
         "captum_channels": captum_channels,
         "captum_per_channel_s": per_captum,
         "speedup": per_captum / per_ours,
-        "max_rel_diff": worst,
+        "max_rel_diff_f32": diff32,
+        "max_rel_diff_f64": diff64,
+        "check_channels": check,
     }
 
 
@@ -136,8 +171,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--captum-channels", type=int, default=None)
-    parser.add_argument("--ours-channels", type=int, default=None,
-                        help="channels projected by convlens (default: all)")
+    parser.add_argument(
+        "--check-channels", type=int, default=2, help="channels compared with Captum in float64"
+    )
+    parser.add_argument(
+        "--ours-channels",
+        type=int,
+        default=None,
+        help="channels projected by convlens (default: all)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -156,15 +198,20 @@ def main() -> None:
         f"scan throughput: bare forward {tp['bare_img_s']:.2f} img/s, scan {tp['scan_img_s']:.2f} "
         f"img/s, ratio {tp['ratio']:.3f} (target >= 0.85; medians of {repeats})"
     )
-    result = scan(model, data, list(LAYERS.values()), top=9, batch_size=args.batch_size,
-                  progress=False)
+    result = scan(
+        model, data, list(LAYERS.values()), top=9, batch_size=args.batch_size, progress=False
+    )
     for name, layer in LAYERS.items():
-        r = bench_projection(model, data, result, name, layer, ours_channels, captum_channels)
+        r = bench_projection(
+            model, data, result, name, layer, ours_channels, captum_channels, args.check_channels
+        )
         print(
             f"{r['layer']}: convlens [{r['method']}] {r['ours_per_channel_s'] * 1e3:.1f} ms/channel "
             f"({r['ours_channels']} channels in {r['ours_s']:.1f} s), Captum "
             f"{r['captum_per_channel_s'] * 1e3:.1f} ms/channel ({r['captum_channels']} channels), "
-            f"speedup {r['speedup']:.1f}x, max relative difference {r['max_rel_diff']:.2e}"
+            f"speedup {r['speedup']:.1f}x; max relative difference to Captum: float32 "
+            f"{r['max_rel_diff_f32']:.1e}, float64 {r['max_rel_diff_f64']:.1e} "
+            f"({r['check_channels']} channels)"
         )
 
 

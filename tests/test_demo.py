@@ -21,7 +21,7 @@ from torch import nn
 from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
 
 from convlens.arithmetic import LayerSpec
-from convlens.cli import cli
+from convlens.cli import cli, main
 from convlens.deconvnet import chain_of
 from convlens.demo import (
     FASHION_CLASSES,
@@ -269,3 +269,14 @@ def test_train_demo_command_writes_weights_and_metrics(tmp_path: Path) -> None:
     reference, _ = train_demo(epochs=1, limit=256, eval_limit=8, progress=False)
     assert _same(model, reference)
     assert SAMPLE_PATH.is_file()
+
+
+def test_train_demo_command_reports_a_missing_dataset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train-demo", "--data-dir", str(tmp_path), "--out", str(tmp_path / "w.safetensors")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "data_dir: expected a folder holding Fashion-MNIST" in err
+    assert not list(tmp_path.iterdir())

@@ -234,6 +234,10 @@ def test_projection_is_the_deconvnet_of_the_strongest_unit() -> None:
     reference = project(model, image[None], [Target("features.4", result.channel, "max")])
     assert result.projection is not None
     assert torch.allclose(result.projection, reference.projections[0, 0], rtol=1e-12)
+    spread = result.pixel_map("activation")
+    assert torch.equal(spread, pixel_map(result.activation, result.positions, 3, (12, 12)))
+    with pytest.raises(ParameterError, match="name: expected 'activation', 'probability'"):
+        result.pixel_map("predicted")
 
 
 @given(

@@ -131,6 +131,9 @@ def test_occlusion_panels_equal_a_hand_written_occlusion_loop() -> None:
     border[1:7, 1:7] = False
     assert (d[border] == 230).all()
     legend = {entry.name: entry.color for entry in item.legend}
+    for name, color in legend.items():  # a class keeps its tab10 colour across images
+        rgb = np.round(np.array(colormaps["tab10"](names.index(name))[:3]) * 255).astype(int)
+        assert color == "#{:02x}{:02x}{:02x}".format(*rgb)
     assert set(legend) >= {names[c] for c in predicted}
     e = np.asarray(panels["e"].picture)
     for cell, cls in enumerate(predicted):
@@ -150,7 +153,7 @@ def test_occlusion_indices_prefer_new_labels() -> None:
     data = [(None, lab) for lab in (0, 0, 1, 1, 2, 0)]
     assert occlusion_indices(data, 3) == [0, 2, 4]
     assert occlusion_indices(data, 4) == [0, 1, 2, 4]
-    assert default_occlusion_geometry(28, 20) == (5, 1)
+    assert default_occlusion_geometry(28, 20) == (6, 1)
 
 
 def test_accuracy_equals_a_plain_loop() -> None:
@@ -221,6 +224,21 @@ def test_assemble_restores_train_mode_and_checks_layers() -> None:
         net, _tiny_data(), command="c", dataset_name="d", top=2, occlusion_images=1
     )
     assert [s.name for s in data.layers] == ["0", "3"]
+    # receptive fields against autograd: a linear twin (ones, avg-pool, no ReLU) of the net
+    twin = nn.Sequential(
+        nn.Conv2d(3, 1, 3, padding=1), nn.AvgPool2d(2), nn.Conv2d(1, 1, 3, padding=1)
+    ).double()
+    for module in (twin[0], twin[2]):
+        nn.init.ones_(module.weight)
+    for name, upto in (("0", 1), ("3", 3)):
+        x = torch.zeros(1, 3, 16, 16, dtype=torch.float64, requires_grad=True)
+        y = twin[:upto](x)
+        y[0, 0, y.shape[2] // 2, y.shape[3] // 2].backward()
+        rows, cols = torch.nonzero(x.grad[0].abs().sum(0), as_tuple=True)
+        size = f"{int(rows.max() - rows.min()) + 1}×{int(cols.max() - cols.min()) + 1} px"
+        row = next(r for r in data.summary.layers.rows if r[0] == name)
+        assert row[3] == size
+        assert next(s for s in data.layers if s.name == name).receptive_field == size
     assert [len(b.tiles) for b in data.layers[1].blocks] == [2] * 6
     assert net.training
     assert not net[1].training

@@ -207,7 +207,7 @@ def test_demo_quick_writes_the_whole_report(demo_report: Path) -> None:
     pages = sorted(p.name for p in demo_report.glob("*.html"))
     assert pages == ["filters.html", "index.html", "layer-01.html", "layer-02.html",
                      "layer-03.html", "occlusion.html"]  # fmt: skip
-    text = " ".join("".join(parse(demo_report / "index.html").text).split())
+    text = " ".join(" ".join(parse(demo_report / "index.html").text).split())
     # the accuracy shown equals a plain loop over the same images (every 4th of the sample)
     net, sample = load_demo_model().model, load_demo_sample()
     subset = range(0, len(sample), 4)
@@ -217,7 +217,7 @@ def test_demo_quick_writes_the_whole_report(demo_report: Path) -> None:
         accuracy = float((net(x).argmax(1) == y).double().mean())
     assert f"Accuracy {accuracy * 100:.2f} %" in text
     assert f"Images scanned {len(subset)}" in text
-    assert "convlens demo --quick --out" in text
+    assert f"convlens demo --out {demo_report} --quick --device cpu --quiet" in text
     layer = parse(demo_report / "layer-01.html")
     assert layer.h1.strip() == "Layer features.0"
     assert len(layer.attrs("img", "src")) == 8 * 9 * 2  # channels 0-7, top 9, two pictures

@@ -114,7 +114,8 @@ def fake_report_data(tmp: Path, *, channels: int = 3, top: int = 9) -> ReportDat
                         position=(k, c),
                     )
                 )
-            blocks.append(ChannelBlock(channel=c * 7, tiles=tuple(tiles)))
+            note = "silent <always> & dead" if c == 1 else None
+            blocks.append(ChannelBlock(channel=c * 7, tiles=tuple(tiles), note=note))
         blocks.append(ChannelBlock(channel=99, tiles=()))
         layers.append(
             LayerSection(
@@ -243,6 +244,8 @@ def test_values_are_in_the_captions(report: Path, tmp_path: Path) -> None:
         assert render_module.format_number(tile.value) in text
     assert "Showing 4 of 128 channels" in " ".join(text.split())
     assert "never active on this dataset" in text
+    assert "silent <always> & dead" in text
+    assert "silent &lt;always&gt; &amp; dead" in (report / "layer-01.html").read_text()
 
 
 def test_user_strings_are_escaped_everywhere(report: Path) -> None:

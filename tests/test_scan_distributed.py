@@ -15,7 +15,7 @@ from convlens.scan.distributed import detect, shard_batches
 from convlens.scan.run import RESULT_TENSORS, ScanResult
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_scan_faults import FACTORY, _write_images  # noqa: E402
+from test_scan_faults import FACTORY, _write_images
 
 
 def _free_port() -> int:
@@ -26,9 +26,23 @@ def _free_port() -> int:
 
 def _scan_args(root: Path, out: Path) -> list[str]:
     return [
-        "-m", "convlens", "scan", "--model", "scanfactory:make", "--data", str(root),
-        "--layers", "1,4", "--top", "3", "--out", str(out), "--batch-size", "3",
-        "--no-project", "--no-progress",
+        "-m",
+        "convlens",
+        "scan",
+        "--model",
+        "scanfactory:make",
+        "--data",
+        str(root),
+        "--layers",
+        "1,4",
+        "--top",
+        "3",
+        "--out",
+        str(out),
+        "--batch-size",
+        "3",
+        "--no-project",
+        "--no-progress",
     ]
 
 
@@ -46,23 +60,37 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
         env.pop(key, None)
     one, two = tmp_path / "one", tmp_path / "two"
     done = subprocess.run(
-        [sys.executable, *_scan_args(root, one)], env=env, capture_output=True, text=True,
+        [sys.executable, *_scan_args(root, one)],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
     torchrun = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
-        "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--nnodes=1",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
     ]
     done = subprocess.run(
-        [*torchrun, *_scan_args(root, two)], env=env, capture_output=True, text=True,
+        [*torchrun, *_scan_args(root, two)],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=180,
     )
     assert done.returncode == 0, done.stderr
     assert (two / "checkpoint-1-of-2.safetensors").is_file()  # really two ranks
     assert (two / RESULT_TENSORS).read_bytes() == (one / RESULT_TENSORS).read_bytes()
     a, b = ScanResult.load(one), ScanResult.load(two)
-    assert a.skipped == b.skipped and [s["path"] for s in a.skipped] == ["a/bad.jpg"]
+    assert a.skipped == b.skipped
+    assert [s["path"] for s in a.skipped] == ["a/bad.jpg"]
     assert a.counts == b.counts == {"total": 24, "scanned": 23, "skipped": 1}
     assert b.meta["timings"]["world_size"] == 2
 

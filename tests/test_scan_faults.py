@@ -23,7 +23,7 @@ from convlens.scan.run import RESULT_TENSORS, ScanResult, checkpoint_path, scan
 # A model factory for the CLI (``--model scanfactory:make``). With CONVLENS_TEST_BLOCK_AT=B
 # set, its forward pass sleeps forever at the B-th batch: the process is then certainly in
 # the middle of the scan when the test kills it (no race on timing).
-FACTORY = '''
+FACTORY = """
 import os, time, torch, torch.nn as nn
 
 class Net(nn.Sequential):
@@ -42,7 +42,7 @@ def make():
     torch.manual_seed(0)
     return Net(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                nn.Conv2d(6, 8, 3), nn.ReLU())
-'''
+"""
 
 
 def _write_images(root: Path, n: int, size: int = 12, seed: int = 0) -> None:
@@ -74,9 +74,26 @@ def _env(root: Path, **extra: str) -> dict[str, str]:
 
 def _cli(root: Path, out: Path, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "convlens", "scan", "--model", "scanfactory:make",
-        "--data", str(root), "--layers", "1,4", "--top", "4", "--out", str(out),
-        "--batch-size", "4", "--checkpoint-every", "8", "--no-project", "--no-progress",
+        sys.executable,
+        "-m",
+        "convlens",
+        "scan",
+        "--model",
+        "scanfactory:make",
+        "--data",
+        str(root),
+        "--layers",
+        "1,4",
+        "--top",
+        "4",
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+        "--checkpoint-every",
+        "8",
+        "--no-project",
+        "--no-progress",
         *extra,
     ]
 
@@ -90,7 +107,9 @@ def _run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 def _interrupt(root: Path, out: Path, sig: int) -> subprocess.CompletedProcess | None:
     ready = out.parent / f"ready-{out.name}"
     env = _env(root, CONVLENS_TEST_BLOCK_AT="5", CONVLENS_TEST_READY=str(ready))
-    proc = subprocess.Popen(_cli(root, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _cli(root, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 90
         while not ready.exists():
@@ -108,13 +127,19 @@ def _interrupt(root: Path, out: Path, sig: int) -> subprocess.CompletedProcess |
 
 def test_corrupt_file_is_reported_and_the_rest_scanned(image_root, tmp_path):
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
-    data = ImageFolderDataset(image_root, lambda im: torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32).copy()).permute(2, 0, 1))
+    data = ImageFolderDataset(
+        image_root,
+        lambda im: torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32).copy()).permute(
+            2, 0, 1
+        ),
+    )
     broken = data.paths.index("a/broken.png")
     result = scan(net, data, ["1"], top=3, batch_size=5, progress=False, out=tmp_path)
     assert result.counts == {"total": 41, "scanned": 40, "skipped": 1}
     assert len(result.skipped) == 1
     entry = result.skipped[0]
-    assert entry["index"] == broken and entry["path"] == "a/broken.png"
+    assert entry["index"] == broken
+    assert entry["path"] == "a/broken.png"
     assert "UnidentifiedImageError" in entry["error"] or "cannot identify" in entry["error"]
     saved = json.loads((tmp_path / "scan.json").read_text())
     assert saved["skipped"] == result.skipped
@@ -147,14 +172,16 @@ def test_kill_9_mid_scan_then_resume_is_bit_identical(image_root, reference, tmp
     _run(_cli(image_root, killed, "--resume"), _env(image_root))
     assert (killed / RESULT_TENSORS).read_bytes() == (reference / RESULT_TENSORS).read_bytes()
     a, b = ScanResult.load(killed), ScanResult.load(reference)
-    assert a.skipped == b.skipped and len(a.skipped) == 1
+    assert a.skipped == b.skipped
+    assert len(a.skipped) == 1
     assert a.counts == b.counts
     assert a.meta["timings"]["resumed"] is True
 
 
-def test_ctrl_c_writes_a_checkpoint_then_resume_is_identical(image_root, reference, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_writes_a_checkpoint_then_resume_is_identical(image_root, reference, tmp_path, sig):
     stopped = tmp_path / "stopped"
-    _interrupt(image_root, stopped, signal.SIGINT)
+    _interrupt(image_root, stopped, sig)
     _, state = load_state(checkpoint_path(stopped))
     assert state["done"] == 4
     _run(_cli(image_root, stopped, "--resume"), _env(image_root))
@@ -165,7 +192,9 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU())
     data = [(torch.randn(1, 6, 6), 0) for _ in range(6)]
     scan(net, data, ["1"], top=2, batch_size=2, out=tmp_path, progress=False)
-    with pytest.raises(ParameterError, match="resume: expected the settings of the interrupted scan"):
+    with pytest.raises(
+        ParameterError, match="resume: expected the settings of the interrupted scan"
+    ):
         scan(net, data, ["1"], top=3, batch_size=2, out=tmp_path, resume=True, progress=False)
 
 
@@ -188,9 +217,19 @@ def test_checkpoint_is_written_atomically(tmp_path):
         names = sorted(p.name for p in tmp_path.iterdir())
         seen.append(names)
 
-    scan(net, data, ["0"], top=2, batch_size=2, checkpoint_every=2, out=tmp_path,
-         progress=False, on_batch=look)
+    scan(
+        net,
+        data,
+        ["0"],
+        top=2,
+        batch_size=2,
+        checkpoint_every=2,
+        out=tmp_path,
+        progress=False,
+        on_batch=look,
+    )
     assert all(not any(n.endswith(".tmp") for n in names) for names in seen)
     assert all(names == ["checkpoint-0-of-1.safetensors"] for names in seen)
     _, state = load_state(checkpoint_path(tmp_path))
-    assert state["done"] == 5 and state["scanned"] == 9
+    assert state["done"] == 5
+    assert state["scanned"] == 9

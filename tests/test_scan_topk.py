@@ -141,7 +141,7 @@ def test_scan_equals_brute_force_on_a_small_dataset(n, k, batch, seed):
     for layer in ("act", "conv"):
         module = dict(net.named_modules())[layer]
         seen = []
-        handle = module.register_forward_hook(lambda m, a, o: seen.append(o.clone()))
+        handle = module.register_forward_hook(lambda m, a, o, seen=seen: seen.append(o.clone()))
         with torch.no_grad():
             for x, _ in data:
                 net(x.unsqueeze(0))  # one image at a time
@@ -186,7 +186,9 @@ def test_result_round_trip(tmp_path):
 def test_bad_arguments_raise_clear_errors():
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
     data = [(torch.randn(1, 5, 5), 0)]
-    with pytest.raises(ParameterError, match=r"layers: expected module paths of the model \(0, 1\)"):
+    with pytest.raises(
+        ParameterError, match=r"layers: expected module paths of the model \(0, 1\)"
+    ):
         scan(net, data, ["features.3"], progress=False)
     with pytest.raises(ParameterError, match="top: expected a positive int, received 0"):
         scan(net, data, ["0"], top=0, progress=False)
@@ -196,3 +198,15 @@ def test_bad_arguments_raise_clear_errors():
         scan(net, data, ["0"], resume=True, progress=False)
     with pytest.raises(ParameterError, match="dataset: expected at least one item"):
         scan(net, [], ["0"], progress=False)
+
+
+def test_dataloader_workers_give_the_same_result():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.MaxPool2d(2)).eval()
+    data = [(torch.randn(1, 8, 8), 0) for _ in range(11)]
+    one = scan(net, data, ["0", "2"], top=3, batch_size=4, progress=False)
+    two = scan(net, data, ["0", "2"], top=3, batch_size=4, workers=2, progress=False)
+    for layer in ("0", "2"):
+        assert torch.equal(one.layers[layer].values, two.layers[layer].values)
+        assert torch.equal(one.layers[layer].indices, two.layers[layer].indices)
+        assert torch.equal(one.layers[layer].positions, two.layers[layer].positions)

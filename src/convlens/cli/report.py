@@ -86,7 +86,7 @@ def _finish(index: Path) -> None:
     "--occlusion-size",
     type=click.IntRange(min=1),
     default=None,
-    help="Side of the grey square in pixels [default: a quarter of the image].",
+    help="Side of the grey square in pixels [default: a third of the image].",
 )
 @click.option(
     "--occlusion-stride",

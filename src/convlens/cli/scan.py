@@ -23,29 +23,59 @@ def _ints(text: str | None, param: str) -> list[int] | None:
 
 
 @click.command("scan")
-@click.option("--model", "model_spec", default="demo", show_default=True,
-              help="torchvision architecture name, 'demo', 'package.module:factory' or a "
-              "TorchScript file.")
+@click.option(
+    "--model",
+    "model_spec",
+    default="demo",
+    show_default=True,
+    help="torchvision architecture name, 'demo', 'package.module:factory' or a TorchScript file.",
+)
 @click.option("--weights", type=click.Path(dir_okay=False), help="Local weights file.")
-@click.option("--allow-random", is_flag=True,
-              help="Run a torchvision architecture with random weights (warns).")
-@click.option("--data", "data", required=True,
-              help="A folder of images (recursive; ImageFolder layout gives labels) or 'demo' "
-              "(the bundled Fashion-MNIST sample).")
+@click.option(
+    "--allow-random",
+    is_flag=True,
+    help="Run a torchvision architecture with random weights (warns).",
+)
+@click.option(
+    "--data",
+    "data",
+    required=True,
+    help="A folder of images (recursive; ImageFolder layout gives labels) or 'demo' "
+    "(the bundled Fashion-MNIST sample).",
+)
 @click.option("--layers", required=True, help="Comma-separated module paths, e.g. features.28.")
 @click.option("--top", type=int, default=9, show_default=True, help="Images kept per channel.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Run folder: scan.json, scan.safetensors, checkpoints, grids.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Run folder: scan.json, scan.safetensors, checkpoints, grids.",
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted scan in --out.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers.")
-@click.option("--checkpoint-every", type=int, default=None,
-              help="Images between checkpoints (default: about 5% of the data).")
-@click.option("--rule", type=click.Choice(RULES), default="deconvnet", show_default=True,
-              help="ReLU rule of the projections.")
-@click.option("--method", type=click.Choice(METHODS), default="auto", show_default=True,
-              help="Projections on the receptive field only (crop), at full size, or auto.")
+@click.option(
+    "--checkpoint-every",
+    type=int,
+    default=None,
+    help="Images between checkpoints (default: about 5% of the data).",
+)
+@click.option(
+    "--rule",
+    type=click.Choice(RULES),
+    default="deconvnet",
+    show_default=True,
+    help="ReLU rule of the projections.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default="auto",
+    show_default=True,
+    help="Projections on the receptive field only (crop), at full size, or auto.",
+)
 @click.option("--channels", default=None, help="Channels to project, e.g. 0,1,7 (default all).")
 @click.option("--no-project", is_flag=True, help="Only scan: no projections, no grids.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
@@ -85,6 +115,9 @@ def scan_command(
     from convlens.scan.run import scan
 
     wanted = _ints(channels, "--channels")
+    info = detect()
+    if info.active and device == "cuda":  # one GPU per torchrun process
+        device = f"cuda:{info.local_rank}"
     loaded = load_model(model_spec, weights=weights, device=device, allow_random=allow_random)
     preprocess: Any = loaded.preprocess
     if data == "demo":
@@ -111,7 +144,7 @@ def scan_command(
         progress=progress,
         meta={"preprocessing": prep_text, "model_spec": model_spec},
     )
-    if not detect().is_main:
+    if not info.is_main:
         return
     counts = result.counts
     click.echo(

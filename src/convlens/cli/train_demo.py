@@ -9,7 +9,7 @@ import click
 
 
 @click.command("train-demo")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs [default: 4].")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs [default: 10].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every RNG used.")
 @click.option(
     "--renormalize/--no-renormalize",
@@ -25,7 +25,9 @@ import click
     help="Weights file (safetensors); a JSON of metrics is written beside it.",
 )
 @click.option(
-    "--resume", is_flag=True, help="Continue from the checkpoint (OUT + .ckpt) of a stopped run."
+    "--resume",
+    is_flag=True,
+    help="Continue from the checkpoint (OUT + .ckpt) of a stopped run, if there is one.",
 )
 @click.option(
     "--data-dir",

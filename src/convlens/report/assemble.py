@@ -270,12 +270,12 @@ def _check_channels(channels: Sequence[int] | None, counts: dict[str, int]) -> N
             )
 
 
-def _receptive_sizes(net: nn.Module, layers: Sequence[str], input_size: Any) -> dict[str, str]:
+def _receptive_sizes(net: nn.Module, layers: Sequence[str]) -> dict[str, str]:
+    """Receptive-field sizes by layer (they do not depend on the input size)."""
     try:
         from convlens.arithmetic.receptive import receptive_fields
 
-        spatial = tuple(input_size[1:]) if input_size else None
-        fields = receptive_fields(net, spatial)
+        fields = receptive_fields(net, None)
     except Exception:  # receptive fields are a caption: a model they cannot walk gets none
         return {}
     by_path = {f.path: f for f in fields}
@@ -392,7 +392,7 @@ def _assemble(
         }
     )
     low, high = _input_range(dataset, used[:256]) if used else (0.0, 1.0)
-    rf = _receptive_sizes(net, chosen, info["input_size"])
+    rf = _receptive_sizes(net, chosen)
     sections = []
     for name in _track_names(chosen, "report: layers", progress):
         sections.append(
@@ -424,6 +424,7 @@ def _assemble(
                 batch_size=batch_size,
                 progress=progress,
                 skip=[int(s["index"]) for s in result.skipped if "index" in s],
+                device=device,
             )
     data_names = _class_names(dataset)
     if accuracy is None:
@@ -555,7 +556,10 @@ def _layer_section(
                     position=tuple(int(v) for v in projected.positions[row, k].tolist()),
                 )
             )
-        blocks.append(ChannelBlock(channel=int(channel), tiles=tuple(tiles)))
+        note = None
+        if tiles and max(t.value for t in tiles) <= 0:
+            note = "never positive on this dataset: a ReLU after it would keep it at zero"
+        blocks.append(ChannelBlock(channel=int(channel), tiles=tuple(tiles), note=note))
     return LayerSection(
         name=name,
         description=describe_module(module),
@@ -615,15 +619,23 @@ def align_map(cells: np.ndarray, size: int, stride: int, image_size: tuple[int, 
     return canvas
 
 
-def _class_colors(classes: Sequence[int]) -> dict[int, str]:
-    """Distinct colours (matplotlib's tab10 / tab20) for the classes present in a map."""
+def _class_colors(classes: Sequence[int], num_classes: int | None) -> dict[int, str]:
+    """Colours (matplotlib's tab10 / tab20) for the classes present in a map: by class index
+    when the model has at most 20 classes (a class keeps its colour from image to image),
+    else in order of appearance.
+
+    >>> _class_colors([3, 0], 10)
+    {3: '#d62728', 0: '#1f77b4'}
+    """
     from matplotlib import colormaps
 
-    palette = colormaps["tab10" if len(classes) <= 10 else "tab20"]
-    count = 10 if len(classes) <= 10 else 20
+    by_index = num_classes is not None and num_classes <= 20
+    size = num_classes if by_index and num_classes is not None else len(classes)
+    count = 10 if size <= 10 else 20
+    palette = colormaps[f"tab{count}"]
     colors = {}
     for i, c in enumerate(classes):
-        r, g, b, _ = palette(i % count)
+        r, g, b, _ = palette((c if by_index else i) % count)
         colors[c] = f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
     return colors
 
@@ -667,13 +679,13 @@ def _item_label(dataset: Any, index: int) -> int | None:
 
 
 def default_occlusion_geometry(height: int, width: int) -> tuple[int, int]:
-    """Square size (a quarter of the shorter side) and stride (a sixteenth) for an image.
+    """Square size (a third of the shorter side) and stride (a sixteenth) for an image.
 
     >>> default_occlusion_geometry(28, 28), default_occlusion_geometry(224, 224)
-    ((7, 1), (56, 14))
+    ((9, 1), (74, 14))
     """
     side = min(height, width)
-    return max(1, round(side / 4)), max(1, side // 16)
+    return max(1, side // 3), max(1, side // 16)
 
 
 def occlusion_section(
@@ -688,6 +700,7 @@ def occlusion_section(
     batch_size: int = 64,
     progress: bool = False,
     skip: Sequence[int] = (),
+    device: str | torch.device | None = None,
 ) -> OcclusionSection | None:
     """Figure 7 (b)–(e) for ``images`` images of ``dataset`` (:func:`occlusion_indices`),
     with :func:`convlens.analysis.occlusion_maps`; None when ``images`` is 0.
@@ -709,6 +722,8 @@ def occlusion_section(
         x = x[0] if isinstance(x, (tuple, list)) else x
         if x.dim() != 3:
             return None
+        if device is not None:
+            x = x.to(device)
         h, w = int(x.shape[-2]), int(x.shape[-1])
         d_size, d_stride = default_occlusion_geometry(h, w)
         square = min(size or d_size, h, w)
@@ -734,7 +749,7 @@ def occlusion_section(
         classes = sorted(
             {int(c) for c in res.predicted.flatten().tolist()} | {res.unoccluded_predicted}
         )
-        colors = _class_colors(classes)
+        colors = _class_colors(classes, len(class_names) if class_names else None)
         e = np.zeros((*res.predicted.shape, 3), dtype=np.uint8)
         for c, color in colors.items():
             rgb = [int(color[i : i + 2], 16) for i in (1, 3, 5)]
@@ -968,12 +983,18 @@ def run_report(
 
 
 #: ``convlens demo``: every image of the bundled sample, every channel of every conv layer.
-DEMO_FULL: dict[str, Any] = {"top": 9, "occlusion_images": 4, "batch_size": 128}
+DEMO_FULL: dict[str, Any] = {
+    "top": 9,
+    "occlusion_images": 4,
+    "occlusion_size": 10,
+    "batch_size": 128,
+}
 #: ``convlens demo --quick``: every 4th image, channels 0-7, one occlusion image.
 DEMO_QUICK: dict[str, Any] = {
     "top": 9,
     "every": 4,
     "channels": tuple(range(8)),
     "occlusion_images": 1,
+    "occlusion_size": 10,
     "batch_size": 128,
 }

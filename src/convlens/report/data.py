@@ -72,6 +72,7 @@ class ChannelBlock:
 
     channel: int
     tiles: tuple[Tile, ...]
+    note: str | None = None
 
 
 @dataclass(frozen=True)

@@ -236,7 +236,9 @@ def _layer_view(section: LayerSection, index: int, assets: _Assets) -> dict[str,
                 }
             )
         columns = max(1, math.ceil(math.sqrt(len(tiles)))) if tiles else 1
-        blocks.append({"channel": block.channel, "tiles": tiles, "columns": columns})
+        blocks.append(
+            {"channel": block.channel, "tiles": tiles, "columns": columns, "note": block.note}
+        )
     top = max((len(b.tiles) for b in section.blocks), default=0)
     return {"section": section, "blocks": blocks, "top": top}
 

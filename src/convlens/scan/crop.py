@@ -35,7 +35,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
 from convlens.arithmetic import LayerSpec, is_geometric
@@ -49,13 +48,18 @@ from convlens.deconvnet.explicit import (
 from convlens.errors import ParameterError, UnsupportedModuleError
 
 __all__ = [
+    "METHODS",
     "CropPlan",
     "CroppedProjections",
+    "LayerProjections",
+    "TopProjections",
     "can_crop",
     "chain_of",
+    "cone_projections",
     "crop_plan",
     "cropped_projections",
     "extract_windows",
+    "project_top",
 ]
 
 _MAX = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
@@ -121,7 +125,9 @@ def crop_plan(specs: tuple[LayerSpec | None, ...], input_size: tuple[int, ...]) 
             lows = tuple(lo for lo, _ in spec.padding_pairs())
             jump = tuple(j * s for j, s in zip(jump, spec.stride))
             offset = tuple(o * s - lo for o, s, lo in zip(offset, spec.stride, lows))
-            size = tuple((n - 1) * s + e for n, s, e in zip(size, spec.stride, spec.effective_kernel))
+            size = tuple(
+                (n - 1) * s + e for n, s, e in zip(size, spec.stride, spec.effective_kernel)
+            )
         in_jump.append(jump)
         in_offset.append(offset)
         in_size.append(size)
@@ -144,7 +150,7 @@ def _specs(chain: Sequence[tuple[str, nn.Module]], upto: int) -> tuple[LayerSpec
 
 def _unpadded(module: nn.Module) -> nn.Module:
     """A shallow copy of a conv / max pool sharing its weights, without padding or ceil_mode."""
-    twin = copy.copy(module)
+    twin: Any = copy.copy(module)
     n = len(LayerSpec.from_module(module).kernel_size)
     twin.padding = (0,) * n if isinstance(module, _CONV) else 0
     if isinstance(module, _MAX):
@@ -152,31 +158,41 @@ def _unpadded(module: nn.Module) -> nn.Module:
     return twin
 
 
-def extract_windows(x: Tensor, starts: Tensor, size: Sequence[int], fill: float = 0.0) -> Tensor:
-    """Windows of ``x`` (N, C, *spatial): row ``t`` is ``x[t]`` from ``starts[t]`` (T, ndim)
-    for ``size`` samples, ``fill`` where the window runs off the map. ``x`` has one row per
-    window (or one row for all).
+def extract_windows(
+    x: Tensor,
+    starts: Tensor,
+    size: Sequence[int],
+    fill: float = 0.0,
+    rows: Tensor | None = None,
+) -> Tensor:
+    """Windows of ``x`` (N, C, *spatial): window ``t`` is cut from ``x[rows[t]]`` (default:
+    ``x[t]``, or ``x[0]`` when ``x`` has one row) from ``starts[t]`` (T, ndim) for ``size``
+    samples, ``fill`` where the window runs off the map.
 
     >>> extract_windows(torch.arange(4.0).view(1, 1, 4), torch.tensor([[-1], [2]]), (3,)).tolist()
     [[[0.0, 0.0, 1.0]], [[2.0, 3.0, 0.0]]]
     """
     t_count, ndim = starts.shape
     spatial = tuple(x.shape[2:])
-    lo = [max(0, -int(starts[:, d].min())) for d in range(ndim)]
-    hi = [max(0, int(starts[:, d].max()) + size[d] - spatial[d]) for d in range(ndim)]
-    pad: list[int] = []
-    for d in reversed(range(ndim)):
-        pad += [lo[d], hi[d]]
-    padded = F.pad(x, pad, value=fill) if any(pad) else x
-    rows = []
+    out = torch.full((t_count, x.shape[1], *size), fill, dtype=x.dtype, device=x.device)
+    begin = starts.tolist()
+    sources = rows.tolist() if rows is not None else None
     for t in range(t_count):
-        src = padded[t if x.shape[0] > 1 else 0]
-        index = tuple(
-            slice(int(starts[t, d]) + lo[d], int(starts[t, d]) + lo[d] + size[d])
-            for d in range(ndim)
-        )
-        rows.append(src[(slice(None), *index)])
-    return torch.stack(rows)
+        src_row = sources[t] if sources is not None else (t if x.shape[0] > 1 else 0)
+        dst: list[slice] = []
+        src: list[slice] = []
+        for d in range(ndim):
+            a = begin[t][d]
+            lo, hi = max(a, 0), min(a + size[d], spatial[d])
+            if hi <= lo:
+                break
+            dst.append(slice(lo - a, hi - a))
+            src.append(slice(lo, hi))
+        else:
+            key_dst: tuple[Any, ...] = (t, slice(None), *dst)
+            key_src: tuple[Any, ...] = (src_row, slice(None), *src)
+            out[key_dst] = x[key_src]
+    return out
 
 
 def _outside_mask(starts: Tensor, size: Sequence[int], map_size: Sequence[int]) -> Tensor:
@@ -237,10 +253,16 @@ def cropped_projections(
     upto = paths.index(layer)
     if not can_crop(chain, upto):
         check_chain(chain, upto)  # names an unsupported module, if that is the reason
-        bad = next(p for p, m in chain[: upto + 1] if is_geometric(m) and not isinstance(m, (*_CONV, *_MAX)))
+        bad = next(
+            p
+            for p, m in chain[: upto + 1]
+            if is_geometric(m) and not isinstance(m, (*_CONV, *_MAX))
+        )
         raise UnsupportedModuleError(
-            bad, type(dict(chain)[bad]).__name__, ["Conv1/2/3d", "MaxPool1/2/3d"],
-            "receptive-field cropping"
+            bad,
+            type(dict(chain)[bad]).__name__,
+            ["Conv1/2/3d", "MaxPool1/2/3d"],
+            "receptive-field cropping",
         )
     ndim = inputs.dim() - 2
     plan = crop_plan(_specs(chain, upto), tuple(int(s) for s in inputs.shape[2:]))
@@ -249,7 +271,8 @@ def cropped_projections(
     units = torch.tensor([list(p) for _, _, p in targets], dtype=torch.long).view(-1, ndim)
     if (units < 0).any() or (units >= torch.tensor(plan.out_map_size)).any():
         raise ParameterError(
-            "position", f"indices into the map {plan.out_map_size} of layer {layer!r}",
+            "position",
+            f"indices into the map {plan.out_map_size} of layer {layer!r}",
             units.tolist()[:4],
         )
     rows = torch.tensor([r for r, _, _ in targets], dtype=torch.long)
@@ -287,7 +310,7 @@ def _run_chunk(
         (units * torch.tensor(j) + torch.tensor(o)).to(dev)
         for j, o in zip(plan.in_jump, plan.in_offset)
     ]
-    x = extract_windows(inputs[rows.to(dev)], starts[0], plan.in_size[0])
+    x = extract_windows(inputs, starts[0], plan.in_size[0], rows=rows)
     states = []
     masks: dict[int, Tensor] = {}
     with torch.no_grad():
@@ -312,14 +335,158 @@ def _run_chunk(
     return signal, values
 
 
-def crop_patches(inputs: Tensor, rows: Tensor, starts: Tensor, size: Sequence[int]) -> Tensor:
-    """The image patches on receptive-field boxes, zero where a box runs off the image."""
-    return extract_windows(inputs[rows], starts, size)
+def cone_projections(
+    chain: Sequence[tuple[str, nn.Module]] | nn.Module,
+    inputs: Tensor,
+    layer: str,
+    targets: Sequence[tuple[int, int, Sequence[int]]],
+    *,
+    rule: str = "deconvnet",
+    chunk: int = 64,
+) -> CroppedProjections:
+    """Like :func:`cropped_projections`, but the forward pass runs once per input at full
+    size (shared by all of that input's targets) and only the reversed pass runs on the
+    windows of each unit's cone, with the forward states (ReLU signs, switches) cut out of the
+    full-size ones. Cheaper than cropping both passes when receptive fields cover most of the
+    input (deep layers) and inputs have many targets each. Same numbers.
+    """
+    if isinstance(chain, nn.Module):
+        chain = chain_of(chain)
+    rule = check_rule(rule)
+    paths = [p for p, _ in chain]
+    if layer not in paths:
+        raise ParameterError("layer", "a layer of the chain, one of: " + ", ".join(paths), layer)
+    upto = paths.index(layer)
+    if not can_crop(chain, upto):
+        raise ParameterError(
+            "layer", "a layer reachable by conv, max-pool and pointwise layers", layer
+        )
+    from convlens.deconvnet.explicit import PoolState, ReluState, forward_chain
+
+    ndim = inputs.dim() - 2
+    plan = crop_plan(_specs(chain, upto), tuple(int(s) for s in inputs.shape[2:]))
+    units = torch.tensor([list(p) for _, _, p in targets], dtype=torch.long).view(-1, ndim)
+    if (units < 0).any() or (units >= torch.tensor(plan.out_map_size)).any():
+        raise ParameterError(
+            "position",
+            f"indices into the map {plan.out_map_size} of layer {layer!r}",
+            units.tolist()[:4],
+        )
+    rows_all = torch.tensor([r for r, _, _ in targets], dtype=torch.long)
+    channels_all = torch.tensor([c for _, c, _ in targets], dtype=torch.long)
+    twins = {
+        i: _unpadded(m) if plan.geometric[i] else m for i, (_, m) in enumerate(chain[: upto + 1])
+    }
+    outputs, states = forward_chain(chain, inputs, upto)
+    top = outputs[-1]
+    dev = inputs.device
+    projections, values = [], []
+    for lo in range(0, len(targets), chunk):
+        rows = rows_all[lo : lo + chunk].to(dev)
+        chans = channels_all[lo : lo + chunk].to(dev)
+        unit = units[lo : lo + chunk].to(dev)
+        starts = [
+            unit * torch.tensor(j, device=dev) + torch.tensor(o, device=dev)
+            for j, o in zip(plan.in_jump, plan.in_offset)
+        ]
+        t_count = len(rows)
+        key = (rows, chans, *unit.unbind(1))
+        vals = top[key]
+        signal = top.new_zeros((t_count, top.shape[1], *([1] * ndim)))
+        signal.view(t_count, -1)[torch.arange(t_count, device=dev), chans] = vals
+        with torch.no_grad():
+            for i in range(upto, -1, -1):
+                path, module = chain[i]
+                state = states[i]
+                if isinstance(state, ReluState):
+                    if rule == "deconvnet":  # the deconvnet rule ignores the forward signs
+                        state = ReluState(state.positive[:0])
+                    else:
+                        cut = extract_windows(
+                            state.positive, starts[i], plan.in_size[i], 0, rows=rows
+                        )
+                        state = ReluState(cut)
+                elif isinstance(state, PoolState):
+                    out_start = starts[i + 1] if i < upto else unit
+                    out_size = plan.in_size[i + 1] if i < upto else (1,) * ndim
+                    flat = extract_windows(state.indices, out_start, out_size, 0, rows=rows)
+                    out_map = plan.map_size[i + 1] if i < upto else plan.out_map_size
+                    spec = LayerSpec.from_module(module)
+                    state = PoolState(
+                        _relocal(
+                            flat,
+                            plan.map_size[i],
+                            starts[i],
+                            plan.in_size[i],
+                            out_start,
+                            out_map,
+                            spec.stride,
+                        ),
+                        tuple(plan.in_size[i]),
+                    )
+                elif plan.geometric[i]:
+                    from convlens.deconvnet.explicit import ConvState
+
+                    state = ConvState(tuple(plan.in_size[i]))
+                signal = layer_backward(twins[i], signal, state, rule, path)
+                if plan.geometric[i]:
+                    mask = _outside_mask(starts[i], plan.in_size[i], plan.map_size[i])
+                    signal = signal.masked_fill(mask, 0.0)
+        projections.append(signal)
+        values.append(vals)
+    box_starts = plan.box_start(units)
+    stops = box_starts + torch.tensor(plan.box_size)
+    image = torch.tensor(tuple(inputs.shape[2:]))
+    return CroppedProjections(
+        torch.cat(projections),
+        torch.cat(values),
+        torch.stack([box_starts, stops], dim=2),
+        _clips(box_starts, stops, image),
+    )
+
+
+def _relocal(
+    flat: Tensor,
+    full: Sequence[int],
+    starts: Tensor,
+    size: Sequence[int],
+    out_starts: Tensor,
+    out_map: Sequence[int],
+    stride: Sequence[int],
+) -> Tensor:
+    """Switches flat into the full input map -> flat into each target's input window.
+
+    Outputs of the window that lie outside the output map (signal zero) get the first sample
+    of their own pooling window: windows that the unpooling scatters together never overlap,
+    so these never collide with a real switch.
+    """
+    t_count = flat.shape[0]
+    out_size = flat.shape[2:]
+    ndim = len(full)
+    rest = flat
+    coords = []
+    for d in range(ndim - 1, -1, -1):
+        coords.append(rest % full[d])
+        rest = rest // full[d]
+    coords.reverse()
+    local = torch.zeros_like(flat)
+    origin = torch.zeros_like(flat)
+    fake = torch.zeros(flat.shape, dtype=torch.bool, device=flat.device)
+    for d, c in enumerate(coords):
+        view = [1] * flat.dim()
+        view[2 + d] = out_size[d]
+        o_local = torch.arange(out_size[d], device=flat.device).view(view)
+        o_global = o_local + out_starts[:, d].view(t_count, *([1] * (flat.dim() - 1)))
+        fake |= (o_global < 0) | (o_global >= out_map[d])
+        shift = starts[:, d].view(t_count, *([1] * (flat.dim() - 1)))
+        local = local * size[d] + (c - shift).clamp(0, size[d] - 1)
+        origin = origin * size[d] + o_local * stride[d]
+    return torch.where(fake, origin, local)
 
 
 # ---------------------------------------------------------------------------- top-k projections
 #: How :func:`project_top` computes projections.
-METHODS = ("auto", "crop", "full")
+METHODS = ("auto", "crop", "cone", "full")
 
 
 @dataclass(frozen=True)
@@ -360,7 +527,9 @@ def _read(dataset: Any, index: int) -> Tensor:
         return _first_tensor(dataset[index])
     except Exception as exc:
         raise ParameterError(
-            "dataset", f"item {index} readable again (it was scanned)", f"{type(exc).__name__}: {exc}"
+            "dataset",
+            f"item {index} readable again (it was scanned)",
+            f"{type(exc).__name__}: {exc}",
         ) from exc
 
 
@@ -383,17 +552,20 @@ def project_top(
     layers: Sequence[str] | None = None,
     method: str = "auto",
     chunk: int = 128,
+    max_images: int = 8,
     device: str | torch.device | None = None,
 ) -> TopProjections:
     """Deconvnet projections (Zeiler & Fergus, arXiv:1311.2901, Fig. 2) and image patches of
     every kept (channel, image) of a scan ``result``, cut to the unit's receptive field.
 
     ``method="crop"`` runs both passes on the receptive field only
-    (:func:`cropped_projections`); ``"full"`` projects at full size
-    (:func:`convlens.deconvnet.project`, one forward per image shared by its targets) and cuts
-    the box out; ``"auto"`` crops where the chain allows it and the box is smaller than half
-    the image, else projects at full size. Both give the same numbers. Images are read again
-    from ``dataset`` by their index.
+    (:func:`cropped_projections`); ``"cone"`` runs the forward pass once per image at full size
+    and the reversed pass on the cone's windows (:func:`cone_projections`); ``"full"``
+    projects at full size (:func:`convlens.deconvnet.project`, any model, rules engine where
+    the model is no chain) and cuts the box out; ``"auto"``: ``crop`` where the box is at
+    most half the input, else ``cone``, and ``full`` where the model is no chain of conv,
+    max-pool and pointwise layers. All give the same numbers. Images are read again from
+    ``dataset`` by their index, at most ``max_images`` at a time for ``cone``/``full``.
 
     >>> import torch, torch.nn as nn
     >>> from convlens.scan.run import scan
@@ -423,7 +595,15 @@ def project_top(
     with eval_mode(net):
         for name in names:
             out[name] = _project_layer(
-                net, dataset, name, result.layers[name], rule, channels, method, chunk,
+                net,
+                dataset,
+                name,
+                result.layers[name],
+                rule,
+                channels,
+                method,
+                chunk,
+                max_images,
                 torch.device(device),
             )
     return TopProjections(out, rule)
@@ -438,6 +618,7 @@ def _project_layer(
     channels: Sequence[int] | None,
     method: str,
     chunk: int,
+    max_images: int,
     device: torch.device,
 ) -> LayerProjections:
     from convlens.deconvnet import Target, project
@@ -463,39 +644,52 @@ def _project_layer(
             plan = crop_plan(_specs(chain, upto), tuple(first.shape[1:]))
         except Exception:
             plan = None
+    croppable = chain is not None and plan is not None and can_crop(chain, upto)
     use = method
-    if method == "auto":
-        small = plan is not None and _prod(plan.box_size) * 2 <= _prod(tuple(first.shape[1:]))  # type: ignore[union-attr]
-        use = "crop" if small and chain is not None and can_crop(chain, upto) else "full"
-    if use == "crop" and (chain is None or plan is None):
+    if method == "auto" and first is not None:
+        small = plan is not None and _prod(plan.box_size) * 2 <= _prod(tuple(first.shape[1:]))
+        use = ("crop" if small else "cone") if croppable else "full"
+    if use in ("crop", "cone") and not croppable:
         raise ParameterError(
-            "method", "'full' or 'auto' for this model ('crop' needs a chain model)", method
+            "method",
+            "'full' or 'auto' for this model ('crop' and 'cone' need a chain of conv, max-pool "
+            "and pointwise layers)",
+            method,
         )
-    box_size = plan.box_size if plan is not None else tuple(first.shape[1:]) if first is not None else (1,) * ndim
+    box_size = (
+        plan.box_size
+        if plan is not None
+        else tuple(first.shape[1:])
+        if first is not None
+        else (1,) * ndim
+    )
     cin = int(first.shape[0]) if first is not None else 1
     shape = (len(chosen), k)
     projections = torch.zeros((*shape, cin, *box_size), dtype=dtype)
     patches = torch.zeros_like(projections)
     boxes = torch.full((*shape, ndim, 2), -1, dtype=torch.long)
     clips = torch.zeros((*shape, ndim, 2), dtype=torch.long)
-    for lo in range(0, len(jobs), chunk):
-        part = jobs[lo : lo + chunk]
+    if use != "crop":  # one forward per image: keep an image's targets together
+        jobs.sort(key=lambda job: job[2])
+    for part in _chunks(jobs, chunk, chunk if use == "crop" else max_images):
         unique = sorted({j[2] for j in part})
         row_of = {idx: r for r, idx in enumerate(unique)}
         images = torch.stack([_read(dataset, i) for i in unique]).to(device, dtype)
         rows = torch.tensor([row_of[j[2]] for j in part])
         units = torch.tensor([list(j[4]) for j in part], dtype=torch.long).view(-1, ndim)
-        if plan is not None:
-            starts = plan.box_start(units)
-        else:
-            starts = torch.zeros_like(units)
+        starts = plan.box_start(units) if plan is not None else torch.zeros_like(units)
         stops = starts + torch.tensor(box_size)
         size = torch.tensor(tuple(images.shape[2:]))
-        if use == "crop":
+        if use in ("crop", "cone"):
             assert chain is not None
-            res = cropped_projections(
-                chain, images, layer, [(int(r), j[3], j[4]) for r, j in zip(rows, part)],
-                rule=rule, chunk=chunk,
+            run = cropped_projections if use == "crop" else cone_projections
+            res = run(
+                chain,
+                images,
+                layer,
+                [(int(r), j[3], j[4]) for r, j in zip(rows, part)],
+                rule=rule,
+                chunk=chunk if use == "crop" else 32,
             )
             proj = res.projections
         else:
@@ -509,7 +703,7 @@ def _project_layer(
             for members, full in proj_rows:
                 index = torch.tensor(members)
                 proj[index] = extract_windows(full, starts[index].to(device), box_size)
-        patch = extract_windows(images[rows.to(device)], starts.to(device), box_size)
+        patch = extract_windows(images, starts.to(device), box_size, rows=rows)
         for t, job in enumerate(part):
             ci, j = job[0], job[1]
             projections[ci, j] = proj[t].cpu()
@@ -530,6 +724,24 @@ def _project_layer(
         clips,
         use,
     )
+
+
+def _chunks(jobs: list[Any], size: int, max_images: int) -> list[list[Any]]:
+    """Consecutive runs of at most ``size`` jobs touching at most ``max_images`` images."""
+    out: list[list[Any]] = []
+    current: list[Any] = []
+    images: set[int] = set()
+    for job in jobs:
+        if current and (
+            len(current) >= size or (job[2] not in images and len(images) >= max_images)
+        ):
+            out.append(current)
+            current, images = [], set()
+        current.append(job)
+        images.add(job[2])
+    if current:
+        out.append(current)
+    return out
 
 
 def _prod(values: Sequence[int]) -> int:

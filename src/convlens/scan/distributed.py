@@ -84,6 +84,8 @@ def process_group(info: DistInfo, device: torch.device) -> Iterator[None]:
         yield
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(device)
     dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
     try:
         yield
@@ -121,6 +123,4 @@ def all_gather_json(obj: Any) -> list[Any]:
     padded[: data.numel()] = data
     bucket = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(bucket, padded)
-    return [
-        json.loads(bytes(b[: int(s)].cpu().tolist()).decode()) for b, s in zip(bucket, sizes)
-    ]
+    return [json.loads(bytes(b[: int(s)].cpu().tolist()).decode()) for b, s in zip(bucket, sizes)]

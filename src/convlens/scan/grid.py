@@ -83,7 +83,9 @@ def _resize(image: Image.Image, tile: int) -> Image.Image:
     if image.size == (tile, tile):
         return image
     grow = tile >= max(image.size)
-    return image.resize((tile, tile), Image.Resampling.NEAREST if grow else Image.Resampling.BILINEAR)
+    return image.resize(
+        (tile, tile), Image.Resampling.NEAREST if grow else Image.Resampling.BILINEAR
+    )
 
 
 def _check_2d(lp: LayerProjections) -> None:

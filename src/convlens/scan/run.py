@@ -10,7 +10,7 @@ Faults: every ``checkpoint_every`` images the running state goes to an atomic ch
 ``out``; ``resume=True`` continues from it. Batches always hold the same images (batch ``b`` is
 dataset indices ``b*B`` to ``(b+1)*B``), so a resumed run forwards every image in the batch it
 would have had and the result is bit-identical to an uninterrupted one. Ctrl-C writes a
-checkpoint first. Unreadable images are skipped and listed. Under torchrun the batches are
+checkpoint first (so does SIGTERM while scanning). Unreadable images are skipped and listed. Under torchrun the batches are
 dealt round-robin to the ranks and merged exactly (:mod:`convlens.scan.distributed`).
 
 >>> import torch, torch.nn as nn
@@ -23,10 +23,13 @@ dealt round-robin to the ranks and merged exactly (:mod:`convlens.scan.distribut
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -333,6 +336,7 @@ def scan(
 
         return hook
 
+    scanned_before = scanned
     remaining = mine[done:]
     sampler = [list(range(b * batch_size, min((b + 1) * batch_size, n))) for b in remaining]
     loader = DataLoader(
@@ -348,16 +352,15 @@ def scan(
     t0 = time.perf_counter()
     since_ckpt = 0
     handles = [m.register_forward_hook(make_hook(name)) for name, m in modules.items()]
+    previous_term = _terminate_as_interrupt()
     try:
         with torch.no_grad():
             for batch_no, batch in zip(remaining, loader):
                 skipped.extend(batch.failures)
                 if batch.indices.numel():
                     captured.clear()
-                    try:
+                    with contextlib.suppress(_Stop):
                         net(batch.inputs.to(device, non_blocking=True))
-                    except _Stop:
-                        pass
                     missing = [nm for nm in names if nm not in captured]
                     if missing:
                         raise ParameterError(
@@ -388,16 +391,19 @@ def scan(
     finally:
         for h in handles:
             h.remove()
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
         if bar is not None:
             bar.stop()
     elapsed = time.perf_counter() - t0
+    local_scanned = scanned - scanned_before  # this process, this session
 
     with dist_.process_group(info, device):
         result_layers, skipped, scanned = _finish(states, names, skipped, scanned, info, top)
     skipped.sort(key=lambda f: f["index"])
     timings = {
         "scan_s": round(elapsed, 4),
-        "images_per_s": round(scanned / elapsed, 3) if elapsed > 0 else None,
+        "images_per_s": round(local_scanned / elapsed, 3) if elapsed > 0 else None,
         "resumed": resumed,
         "world_size": info.world_size,
     }
@@ -421,6 +427,18 @@ def scan(
     return result
 
 
+def _terminate_as_interrupt() -> Any:
+    """Make SIGTERM (what torchrun and job schedulers send) raise KeyboardInterrupt, so that it
+    too writes a checkpoint; returns the previous handler (None off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def _finish(
     states: dict[str, TopK | None],
     names: list[str],
@@ -430,7 +448,7 @@ def _finish(
     top: int,
 ) -> tuple[dict[str, TopK], list[dict[str, Any]], int]:
     """Merge the ranks (when distributed); fill layers that saw no image with empty rows."""
-    shapes = {
+    shapes: dict[str, list[Any]] = {
         name: [st.channels, int(st.positions.shape[2]), str(st.values.dtype)]
         for name, st in states.items()
         if st is not None
@@ -449,7 +467,7 @@ def _finish(
             if name not in shapes:
                 raise ParameterError("dataset", "at least one readable image", "none readable")
             c, nd, dt = shapes[name]
-            st = empty_state(c, top, nd, getattr(torch, dt.split(".")[-1]))
+            st = empty_state(int(c), top, int(nd), getattr(torch, str(dt).split(".")[-1]))
         st = st.to("cpu")
         out[name] = dist_.gather_topk(st) if info.active else st
     return out, skipped, scanned
