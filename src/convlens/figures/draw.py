@@ -360,14 +360,14 @@ class MatrixScene(Scene):
         ax.tick_params(which="minor", length=0)
         what = ("out", "in") if layout == "torch" else ("in", "out")
         ax.set_ylabel(
-            f"vec(x^(l+1)) index ({what[0]})"
+            f"vec($x^{{(l+1)}}$) index ({what[0]})"
             if layout == "torch"
-            else f"vec(x^(l)) index ({what[0]})"
+            else f"vec($x^{{(l)}}$) index ({what[0]})"
         )
         ax.set_xlabel(
-            f"vec(x^(l)) index ({what[1]})"
+            f"vec($x^{{(l)}}$) index ({what[1]})"
             if layout == "torch"
-            else f"vec(x^(l+1)) index ({what[1]})"
+            else f"vec($x^{{(l+1)}}$) index ({what[1]})"
         )
         ax.set_title(f"C, {layout} layout, shape {rows}×{cols}", fontsize=10)
         pal = kernel_colours(n_k)
