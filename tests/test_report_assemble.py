@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from matplotlib import colormaps
 from torch import nn
 
+from convlens.cli._options import parse_channels
 from convlens.errors import ParameterError
 from convlens.report.assemble import (
     SubsetView,
@@ -25,7 +26,6 @@ from convlens.report.assemble import (
     filter_section,
     occlusion_indices,
     occlusion_section,
-    parse_channels,
     patch_pictures,
 )
 

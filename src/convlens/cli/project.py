@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from convlens.deconvnet.explicit import RULES
+from convlens.cli._options import model_options, rule_option
 from convlens.deconvnet.project import ENGINES
 from convlens.errors import ParameterError
 
@@ -32,23 +32,7 @@ def _slug(text: str) -> str:
 
 @click.command("project")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option(
-    "--model",
-    "model_spec",
-    default="demo",
-    show_default=True,
-    help="torchvision architecture name, 'demo', 'package.module:factory' or a TorchScript file.",
-)
-@click.option(
-    "--weights",
-    type=click.Path(dir_okay=False),
-    help="Local weights file (state dict; torch.save or safetensors).",
-)
-@click.option(
-    "--allow-random",
-    is_flag=True,
-    help="Run a torchvision architecture with random weights (warns).",
-)
+@model_options
 @click.option("--layer", required=True, help="Module path of the layer, e.g. features.28.")
 @click.option(
     "--channel",
@@ -64,13 +48,7 @@ def _slug(text: str) -> str:
     show_default=True,
     help="'max' (strongest unit), 'map' (whole feature map) or indices i,j.",
 )
-@click.option(
-    "--rule",
-    type=click.Choice(RULES),
-    default="deconvnet",
-    show_default=True,
-    help="ReLU rule on the way back.",
-)
+@rule_option
 @click.option(
     "--engine",
     type=click.Choice(ENGINES),

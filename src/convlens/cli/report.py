@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from convlens.deconvnet.explicit import RULES
+from convlens.cli._options import DATA_HELP, model_options, parse_channels, rule_option
 
 
 def _command_line(ctx: click.Context) -> str:
@@ -32,27 +32,8 @@ def _finish(index: Path) -> None:
 
 
 @click.command("report")
-@click.option(
-    "--model",
-    required=True,
-    help="torchvision name, 'demo', package.module:factory or a TorchScript file.",
-)
-@click.option(
-    "--weights",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Local weights file (state dict; safetensors or torch.save).",
-)
-@click.option(
-    "--allow-random",
-    is_flag=True,
-    help="Run with random weights when no weights file is given (a loud warning).",
-)
-@click.option(
-    "--data",
-    required=True,
-    help="A folder of images (recursive; class sub-folders give labels) or 'demo' for the bundled Fashion-MNIST sample.",
-)
+@model_options
+@click.option("--data", required=True, help=DATA_HELP)
 @click.option(
     "--out",
     required=True,
@@ -68,13 +49,7 @@ def _finish(index: Path) -> None:
 @click.option(
     "--top", type=click.IntRange(min=1), default=9, show_default=True, help="Images per channel."
 )
-@click.option(
-    "--rule",
-    type=click.Choice(RULES),
-    default="deconvnet",
-    show_default=True,
-    help="Backward rule at each ReLU.",
-)
+@rule_option
 @click.option(
     "--occlusion-images",
     type=click.IntRange(min=0),
@@ -101,12 +76,12 @@ def _finish(index: Path) -> None:
 def report_command(ctx: click.Context, **opts: Any) -> None:
     """Scan a dataset and write a browsable HTML report: per layer the top-k projections
     beside their image patches, the first-layer filters, occlusion maps and a summary."""
-    from convlens.report.assemble import parse_channels, run_report
+    from convlens.report.assemble import run_report
 
     layers = [s.strip() for s in opts["layers"].split(",") if s.strip()] if opts["layers"] else None
     channels = parse_channels(opts["channels"]) if opts["channels"] else None
     index = run_report(
-        opts["model"],
+        opts["model_spec"],
         opts["data"],
         opts["out"],
         command=_command_line(ctx),

@@ -4,45 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import click
 
-from convlens.deconvnet.explicit import RULES
-from convlens.errors import ParameterError
+from convlens.cli._options import DATA_HELP, model_options, parse_channels, rule_option
 from convlens.scan.crop import METHODS
 
 
-def _ints(text: str | None, param: str) -> list[int] | None:
-    if not text:
-        return None
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ParameterError(param, "comma-separated channel numbers like 0,5,12", text) from None
-
-
 @click.command("scan")
-@click.option(
-    "--model",
-    "model_spec",
-    default="demo",
-    show_default=True,
-    help="torchvision architecture name, 'demo', 'package.module:factory' or a TorchScript file.",
-)
-@click.option("--weights", type=click.Path(dir_okay=False), help="Local weights file.")
-@click.option(
-    "--allow-random",
-    is_flag=True,
-    help="Run a torchvision architecture with random weights (warns).",
-)
-@click.option(
-    "--data",
-    "data",
-    required=True,
-    help="A folder of images (recursive; ImageFolder layout gives labels) or 'demo' "
-    "(the bundled Fashion-MNIST sample).",
-)
+@model_options
+@click.option("--data", "data", required=True, help=DATA_HELP)
 @click.option("--layers", required=True, help="Comma-separated module paths, e.g. features.28.")
 @click.option("--top", type=int, default=9, show_default=True, help="Images kept per channel.")
 @click.option(
@@ -62,13 +33,7 @@ def _ints(text: str | None, param: str) -> list[int] | None:
     default=None,
     help="Images between checkpoints (default: about 5% of the data).",
 )
-@click.option(
-    "--rule",
-    type=click.Choice(RULES),
-    default="deconvnet",
-    show_default=True,
-    help="ReLU rule of the projections.",
-)
+@rule_option
 @click.option(
     "--method",
     type=click.Choice(METHODS),
@@ -76,7 +41,7 @@ def _ints(text: str | None, param: str) -> list[int] | None:
     show_default=True,
     help="Projections on the receptive field only (crop), at full size, or auto.",
 )
-@click.option("--channels", default=None, help="Channels to project, e.g. 0,1,7 (default all).")
+@click.option("--channels", default=None, help="Channels to project, e.g. 0-7,12 (default all).")
 @click.option("--no-project", is_flag=True, help="Only scan: no projections, no grids.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
 def scan_command(
@@ -109,27 +74,21 @@ def scan_command(
     from convlens.models import load_model
     from convlens.scan.checkpoint import atomic_write_text
     from convlens.scan.crop import project_top
-    from convlens.scan.data import ImageFolderDataset
+    from convlens.scan.data import open_dataset
     from convlens.scan.distributed import detect
     from convlens.scan.grid import write_figures
     from convlens.scan.run import scan
 
-    wanted = _ints(channels, "--channels")
+    wanted = list(parse_channels(channels)) if channels else None
     info = detect()
     if info.active and device == "cuda":  # one GPU per torchrun process
         device = f"cuda:{info.local_rank}"
     loaded = load_model(model_spec, weights=weights, device=device, allow_random=allow_random)
-    preprocess: Any = loaded.preprocess
+    dataset, _ = open_dataset(data, loaded.preprocess)
     if data == "demo":
-        from convlens.demo.data import load_demo_sample
-
-        dataset: Any = load_demo_sample()
         prep_text = "demo sample: grey 28×28, (x/255 - 0.2860) / 0.3530"
     else:
-        if not Path(data).is_dir():
-            raise ParameterError("--data", "a folder of images or 'demo'", data)
-        dataset = ImageFolderDataset(data, preprocess)
-        prep_text = getattr(preprocess, "description", repr(preprocess))
+        prep_text = getattr(loaded.preprocess, "description", repr(loaded.preprocess))
     result = scan(
         loaded,
         dataset,

@@ -864,29 +864,6 @@ def _track_batches(loader: Any, total: int, enabled: bool) -> Iterator[Any]:
 # ------------------------------------------------------------------------------- arguments
 
 
-def parse_channels(text: str) -> tuple[int, ...]:
-    """Channel indices from ``"0-7,12"`` (ranges inclusive, in the order given, no repeats).
-
-    >>> parse_channels("0-3,12,2")
-    (0, 1, 2, 3, 12)
-    """
-    out: list[int] = []
-    for part in str(text).split(","):
-        part = part.strip()
-        low, dash, high = part.partition("-")
-        try:
-            first = int(low)
-            last = int(high) if dash else first
-        except ValueError:
-            raise ParameterError(
-                "channels", "channel indices and ranges such as '0-7,12'", text
-            ) from None
-        if first < 0 or last < first:
-            raise ParameterError("channels", "ranges 'a-b' with 0 <= a <= b", part)
-        out.extend(c for c in range(first, last + 1) if c not in out)
-    return tuple(out)
-
-
 class SubsetView:
     """Items ``indices`` of ``dataset``, keeping what a report reads from it: ``paths``,
     ``labels`` and ``class_names`` / ``classes``.
@@ -919,22 +896,6 @@ class SubsetView:
 # ------------------------------------------------------------------------------ entry points
 
 
-def open_dataset(data: str | os.PathLike[str], preprocess: Any) -> tuple[Any, str]:
-    """The dataset named by ``--data`` and a description: ``"demo"`` for the bundled
-    Fashion-MNIST test sample, else a folder of images (recursive; the ImageFolder layout
-    gives labels)."""
-    if os.fspath(data) == "demo":
-        from convlens.demo import load_demo_sample
-
-        sample = load_demo_sample()
-        return sample, f"bundled Fashion-MNIST test sample ({len(sample)} images, 10 classes)"
-    from convlens.scan.data import ImageFolderDataset
-
-    folder = ImageFolderDataset(data, preprocess)
-    classes = f", {len(folder.classes)} classes" if folder.classes else ", no class folders"
-    return folder, f"folder {os.fspath(data)} ({len(folder)} images{classes})"
-
-
 def run_report(
     model: str,
     data: str | os.PathLike[str],
@@ -949,11 +910,12 @@ def run_report(
     **options: Any,
 ) -> Path:
     """Load ``model`` (:func:`convlens.models.load_model`), open ``data``
-    (:func:`open_dataset`; every ``every``-th item), build the report into ``out`` and return
+    (:func:`convlens.scan.data.open_dataset`; every ``every``-th item), build the report into ``out`` and return
     the path of its index.html. ``options`` go to :func:`assemble_report`."""
     import warnings as warnings_
 
     from convlens.models import load_model
+    from convlens.scan.data import open_dataset
 
     with warnings_.catch_warnings(record=True) as caught:
         warnings_.simplefilter("always")

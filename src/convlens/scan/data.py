@@ -44,6 +44,7 @@ __all__ = [
     "collate_safe",
     "dataset_fingerprint",
     "dataset_path",
+    "open_dataset",
     "read_image",
 ]
 
@@ -237,3 +238,19 @@ def collate_safe(items: list[tuple[int, Tensor | None, dict[str, Any] | None]]) 
     else:
         inputs = torch.empty(0)
     return Batch(torch.tensor([i for i, _ in good], dtype=torch.int64), inputs, failures)
+
+
+def open_dataset(data: str | os.PathLike[str], preprocess: Any) -> tuple[Any, str]:
+    """The dataset named by ``--data`` and a description of it: ``"demo"`` is the bundled
+    Fashion-MNIST test sample, anything else a folder of images (recursive; the ImageFolder
+    layout gives labels) read through ``preprocess``."""
+    if os.fspath(data) == "demo":
+        from convlens.demo import load_demo_sample
+
+        sample = load_demo_sample()
+        return sample, f"bundled Fashion-MNIST test sample ({len(sample)} images, 10 classes)"
+    if not Path(data).is_dir():
+        raise ParameterError("--data", "a folder of images or 'demo'", os.fspath(data))
+    folder = ImageFolderDataset(data, preprocess)
+    classes = f", {len(folder.classes)} classes" if folder.classes else ", no class folders"
+    return folder, f"folder {os.fspath(data)} ({len(folder)} images{classes})"
