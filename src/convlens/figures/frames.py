@@ -21,6 +21,7 @@ from itertools import product
 import numpy as np
 
 from convlens._utils import as_tuple, check_positive
+from convlens.arithmetic import LayerSpec
 from convlens.errors import ParameterError
 from convlens.symbolic._pattern import conv_pattern, make_geometry
 
@@ -131,23 +132,14 @@ def transpose_output_size(
     >>> transpose_output_size(2, 3, stride=2, padding=1, output_padding=1)
     (4, 4)
     """
-    i, k = _pair(input_size, "input_size"), _pair(kernel_size, "kernel_size")
-    s, d = _pair(stride, "stride"), _pair(dilation, "dilation")
-    p = _pair(padding, "padding", allow_zero=True)
-    op = _pair(output_padding, "output_padding", allow_zero=True)
-    if any(not (o < ss or o < dd) for o, ss, dd in zip(op, s, d)):
-        raise ParameterError(
-            "output_padding",
-            f"a value smaller than either stride or dilation in each dimension (stride={s}, dilation={d})",
-            output_padding,
-        )
-    out = tuple(
-        (a - 1) * b - 2 * c + e * (f - 1) + g + 1 for a, b, c, e, f, g in zip(i, s, p, d, k, op)
+    spec = LayerSpec.conv_transpose(
+        _pair(kernel_size, "kernel_size"),
+        _pair(stride, "stride"),
+        _pair(padding, "padding", allow_zero=True),
+        _pair(output_padding, "output_padding", allow_zero=True),
+        dilation=_pair(dilation, "dilation"),
     )
-    if min(out) < 1:
-        raise ParameterError(
-            "padding", f"a padding that leaves a positive output size (it gives {out})", padding
-        )
+    out = spec.output_size(_pair(input_size, "input_size"))
     return (out[0], out[1])
 
 
