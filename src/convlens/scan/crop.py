@@ -228,6 +228,34 @@ class CroppedProjections:
     clips: Tensor
 
 
+def _prepare_targets(
+    chain: Sequence[tuple[str, nn.Module]],
+    inputs: Tensor,
+    upto: int,
+    layer: str,
+    targets: Sequence[tuple[int, int, Sequence[int]]],
+) -> tuple[CropPlan, Tensor, Tensor, Tensor, dict[int, nn.Module]]:
+    """The crop plan, the validated targets as tensors (units, rows, channels) and the chain's
+    modules with their padding taken out (applied by the plan at true borders only)."""
+    ndim = inputs.dim() - 2
+    plan = crop_plan(_specs(chain, upto), tuple(int(s) for s in inputs.shape[2:]))
+    if not targets:
+        raise ParameterError("targets", "at least one (row, channel, position)", list(targets))
+    units = torch.tensor([list(p) for _, _, p in targets], dtype=torch.long).view(-1, ndim)
+    if (units < 0).any() or (units >= torch.tensor(plan.out_map_size)).any():
+        raise ParameterError(
+            "position",
+            f"indices into the map {plan.out_map_size} of layer {layer!r}",
+            units.tolist()[:4],
+        )
+    rows = torch.tensor([r for r, _, _ in targets], dtype=torch.long)
+    channels = torch.tensor([c for _, c, _ in targets], dtype=torch.long)
+    twins = {
+        i: _unpadded(m) if plan.geometric[i] else m for i, (_, m) in enumerate(chain[: upto + 1])
+    }
+    return plan, units, rows, channels, twins
+
+
 def cropped_projections(
     chain: Sequence[tuple[str, nn.Module]] | nn.Module,
     inputs: Tensor,
@@ -264,22 +292,7 @@ def cropped_projections(
             ["Conv1/2/3d", "MaxPool1/2/3d"],
             "receptive-field cropping",
         )
-    ndim = inputs.dim() - 2
-    plan = crop_plan(_specs(chain, upto), tuple(int(s) for s in inputs.shape[2:]))
-    if not targets:
-        raise ParameterError("targets", "at least one (row, channel, position)", list(targets))
-    units = torch.tensor([list(p) for _, _, p in targets], dtype=torch.long).view(-1, ndim)
-    if (units < 0).any() or (units >= torch.tensor(plan.out_map_size)).any():
-        raise ParameterError(
-            "position",
-            f"indices into the map {plan.out_map_size} of layer {layer!r}",
-            units.tolist()[:4],
-        )
-    rows = torch.tensor([r for r, _, _ in targets], dtype=torch.long)
-    channels = torch.tensor([c for _, c, _ in targets], dtype=torch.long)
-    twins = {
-        i: _unpadded(m) if plan.geometric[i] else m for i, (_, m) in enumerate(chain[: upto + 1])
-    }
+    plan, units, rows, channels, twins = _prepare_targets(chain, inputs, upto, layer, targets)
     projections, values = [], []
     for lo in range(0, len(targets), chunk):
         sl = slice(lo, lo + chunk)
@@ -364,19 +377,9 @@ def cone_projections(
     from convlens.deconvnet.explicit import PoolState, ReluState, forward_chain
 
     ndim = inputs.dim() - 2
-    plan = crop_plan(_specs(chain, upto), tuple(int(s) for s in inputs.shape[2:]))
-    units = torch.tensor([list(p) for _, _, p in targets], dtype=torch.long).view(-1, ndim)
-    if (units < 0).any() or (units >= torch.tensor(plan.out_map_size)).any():
-        raise ParameterError(
-            "position",
-            f"indices into the map {plan.out_map_size} of layer {layer!r}",
-            units.tolist()[:4],
-        )
-    rows_all = torch.tensor([r for r, _, _ in targets], dtype=torch.long)
-    channels_all = torch.tensor([c for _, c, _ in targets], dtype=torch.long)
-    twins = {
-        i: _unpadded(m) if plan.geometric[i] else m for i, (_, m) in enumerate(chain[: upto + 1])
-    }
+    plan, units, rows_all, channels_all, twins = _prepare_targets(
+        chain, inputs, upto, layer, targets
+    )
     outputs, states = forward_chain(chain, inputs, upto)
     top = outputs[-1]
     dev = inputs.device
