@@ -6,6 +6,8 @@ occlusion loop through the model, matplotlib's colour maps, and a plain accuracy
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -249,3 +251,44 @@ def test_assemble_restores_train_mode_and_checks_layers() -> None:
     ):
         assemble_report(net, _tiny_data(), command="c", dataset_name="d", layers=["9"])
     assert net.training
+
+
+def test_a_crashed_report_resumes_its_scan_and_cleans_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from convlens.report import assemble as assemble_module
+    from convlens.report.assemble import build_report, scan_work_dir
+
+    net, data, out = small_net(7), _tiny_data(8), tmp_path / "report"
+    forwarded: list[int] = []
+    net[0].register_forward_hook(lambda m, i, o: forwarded.append(o.shape[0]))
+    options = {"command": "c", "dataset_name": "d", "top": 2, "occlusion_images": 0,
+               "batch_size": 2}  # fmt: skip
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("power cut after the scan")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(assemble_module, "_project_in_chunks", crash)
+        with pytest.raises(RuntimeError, match="power cut"):
+            build_report(net, data, out, **options)
+    assert not out.exists()
+    work = scan_work_dir(out)
+    assert (work / "scan.safetensors").is_file()  # the finished scan survived the crash
+    scanned_once = sum(forwarded)
+    assert scanned_once == len(data)
+
+    forwarded.clear()
+    index = build_report(net, data, out, resume=True, **options)
+    # the resumed scan forwards nothing again: every image seen since comes from projections,
+    # occlusion or accuracy, which run on single images or receptive-field crops
+    fresh = tmp_path / "fresh"
+    forwarded_resumed = list(forwarded)
+    forwarded.clear()
+    build_report(net, data, fresh, **options)
+    assert sum(forwarded) - sum(forwarded_resumed) == len(data)
+    assert index.is_file()
+    assert not work.exists()
+    assert not scan_work_dir(fresh).exists()
+    for page in ("layer-01.html", "layer-02.html"):
+        assert (out / page).read_text() == (fresh / page).read_text()

@@ -71,6 +71,11 @@ def _finish(index: Path) -> None:
 )
 @click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cuda.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an interrupted report: the scan goes on from its last checkpoint in OUT.scan.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 def report_command(ctx: click.Context, **opts: Any) -> None:
@@ -97,6 +102,7 @@ def report_command(ctx: click.Context, **opts: Any) -> None:
         occlusion_images=opts["occlusion_images"],
         occlusion_size=opts["occlusion_size"],
         occlusion_stride=opts["occlusion_stride"],
+        resume=opts["resume"],
     )
     _finish(index)
 

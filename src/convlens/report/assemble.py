@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -310,6 +311,8 @@ def assemble_report(
     occlusion_size: int | None = None,
     occlusion_stride: int | None = None,
     accuracy: bool | None = None,
+    scan_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
 ) -> ReportData:
     """Everything the report shows for ``model`` (an ``nn.Module`` or a ``LoadedModel``) on
     ``dataset`` (a map-style dataset of ``(input, label)``).
@@ -317,7 +320,8 @@ def assemble_report(
     ``layers`` default to every convolution; ``channels`` to all of each layer. Occlusion
     (:func:`occlusion_section`) runs on ``occlusion_images`` images. ``accuracy``: measure the
     model's accuracy on the dataset; by default only when the dataset's class names are the
-    model's (so its labels are the model's class indices).
+    model's (so its labels are the model's class indices). ``scan_dir``: where the scan
+    checkpoints (and ``resume`` continues from), as in :func:`convlens.scan.run.scan`.
     """
     from convlens.deconvnet.project import eval_mode
 
@@ -328,7 +332,8 @@ def assemble_report(
             channels=channels, top=top, rule=rule, batch_size=batch_size, device=device,
             progress=progress, warnings=warnings, facts=facts,
             occlusion_images=occlusion_images, occlusion_size=occlusion_size,
-            occlusion_stride=occlusion_stride, accuracy=accuracy,
+            occlusion_stride=occlusion_stride, accuracy=accuracy, scan_dir=scan_dir,
+            resume=resume,
         )  # fmt: skip
 
 
@@ -352,6 +357,8 @@ def _assemble(
     occlusion_size: int | None,
     occlusion_stride: int | None,
     accuracy: bool | None,
+    scan_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
 ) -> ReportData:
     from convlens.scan import project_top, scan
 
@@ -373,7 +380,15 @@ def _assemble(
     )
     with clock.step(f"scan ({len(dataset)} images)"):
         result = scan(
-            net, dataset, chosen, top=top, batch_size=batch_size, device=device, progress=progress
+            net,
+            dataset,
+            chosen,
+            top=top,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+            out=scan_dir,
+            resume=resume and scan_dir is not None and Path(scan_dir).is_dir(),
         )
     counts = {name: int(result.layers[name].values.shape[0]) for name in chosen}
     _check_channels(channels, counts)
@@ -575,13 +590,34 @@ def build_report(
     out: str | os.PathLike[str],
     *,
     progress: bool = False,
+    resume: bool = False,
     **options: Any,
 ) -> Path:
     """Assemble the report (:func:`assemble_report` with ``options``) and write it to
-    ``out`` atomically; return the path of its ``index.html``."""
+    ``out`` atomically; return the path of its ``index.html``.
+
+    The dataset scan checkpoints into the folder ``OUT.scan`` beside the report while the
+    report is being built, so a crash, Ctrl-C or kill loses at most one checkpoint interval:
+    ``resume=True`` continues from there. The folder is removed once the report is written.
+    """
     check_out(out)  # before hours of scanning, not after
-    data = assemble_report(model, dataset, progress=progress, **options)
-    return write_report(data, out, progress=progress)
+    scan_dir = scan_work_dir(out)
+    data = assemble_report(
+        model, dataset, progress=progress, scan_dir=scan_dir, resume=resume, **options
+    )
+    index = write_report(data, out, progress=progress)
+    shutil.rmtree(scan_dir, ignore_errors=True)
+    return index
+
+
+def scan_work_dir(out: str | os.PathLike[str]) -> Path:
+    """Where the report for ``out`` keeps its scan checkpoints: the sibling ``OUT.scan``.
+
+    >>> scan_work_dir("reports/vgg16").as_posix()
+    'reports/vgg16.scan'
+    """
+    out = Path(out)
+    return out.with_name(out.name + ".scan")
 
 
 # -------------------------------------------------------------------------------- occlusion
