@@ -124,7 +124,9 @@ def save_weights(
     """Save ``model``'s weights as safetensors at ``path`` (atomically) and, with ``metrics``,
     a JSON beside it (same name, ``.json``) including the weights' sha256, which is returned."""
     path = Path(path)
-    _atomic_save(dict(model.state_dict()), path, {"format": "pt", "model": "convlens-demo-cnn"})
+    # one metadata key only: safetensors writes the metadata map in hash order, so with two
+    # keys equal weights could give files with different bytes (and sha256)
+    _atomic_save(dict(model.state_dict()), path, {"model": "convlens-demo-cnn"})
     digest = sha256_file(path)
     if metrics is not None:
         info = {**metrics, "weights": path.name, "weights_sha256": digest}
