@@ -93,6 +93,32 @@ class Geometry:
         )
 
 
+def _check_weight_shape(
+    weight_shape: tuple[int, ...], groups: int, lead: str, per_group: str
+) -> tuple[int, int, int]:
+    """Check a (transposed) conv weight shape ``(lead, per_group/groups, *kernel)`` against
+    ``groups``; return the spatial dims and the two channel counts as stored."""
+    if len(weight_shape) not in (3, 4, 5):
+        raise ParameterError(
+            "weight",
+            f"a tensor of shape ({lead}, {per_group}/groups, *kernel) with 1-3 spatial dims",
+            tuple(weight_shape),
+        )
+    c_lead, c_group = int(weight_shape[0]), int(weight_shape[1])
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ParameterError("groups", "a positive int", groups)
+    if c_lead % groups:
+        raise ParameterError(
+            "groups",
+            f"a divisor of the weight's {lead}={c_lead}",
+            groups,
+            hint=f"weight shape {tuple(weight_shape)}",
+        )
+    if c_lead < 1 or c_group < 1:
+        raise ParameterError("weight", "at least one input and one output channel", weight_shape)
+    return len(weight_shape) - 2, c_lead, c_group
+
+
 def conv_geometry(
     weight_shape: tuple[int, ...],
     input_size: Any,
@@ -108,25 +134,7 @@ def conv_geometry(
     >>> conv_geometry((8, 3, 3, 3), 32, padding=1).size_out
     (32, 32)
     """
-    if len(weight_shape) not in (3, 4, 5):
-        raise ParameterError(
-            "weight",
-            "a tensor of shape (C_out, C_in/groups, *kernel) with 1-3 spatial dims",
-            tuple(weight_shape),
-        )
-    n = len(weight_shape) - 2
-    c_out, c_in_g = int(weight_shape[0]), int(weight_shape[1])
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ParameterError("groups", "a positive int", groups)
-    if c_out % groups:
-        raise ParameterError(
-            "groups",
-            f"a divisor of the weight's C_out={c_out}",
-            groups,
-            hint=f"weight shape {tuple(weight_shape)}",
-        )
-    if c_out < 1 or c_in_g < 1:
-        raise ParameterError("weight", "at least one input and one output channel", weight_shape)
+    n, c_out, c_in_g = _check_weight_shape(weight_shape, groups, "C_out", "C_in")
     spec = LayerSpec.conv(
         tuple(weight_shape[2:]), stride, padding, dilation, groups, padding_mode,
         in_channels=c_in_g * groups, out_channels=c_out, ndim=n,
@@ -167,25 +175,7 @@ def conv_transpose_geometry(
     >>> g.size_in, g.size_out, g.in_channels, g.out_channels
     ((10, 10), (5, 5), 2, 4)
     """
-    if len(weight_shape) not in (3, 4, 5):
-        raise ParameterError(
-            "weight",
-            "a tensor of shape (C_in, C_out/groups, *kernel) with 1-3 spatial dims",
-            tuple(weight_shape),
-        )
-    n = len(weight_shape) - 2
-    c_in, c_out_g = int(weight_shape[0]), int(weight_shape[1])
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ParameterError("groups", "a positive int", groups)
-    if c_in % groups:
-        raise ParameterError(
-            "groups",
-            f"a divisor of the weight's C_in={c_in}",
-            groups,
-            hint=f"weight shape {tuple(weight_shape)}",
-        )
-    if c_in < 1 or c_out_g < 1:
-        raise ParameterError("weight", "at least one input and one output channel", weight_shape)
+    n, c_in, c_out_g = _check_weight_shape(weight_shape, groups, "C_in", "C_out")
     if isinstance(padding, str):
         raise ParameterError("padding", "ints for a transposed convolution", padding)
     spec = LayerSpec.conv_transpose(
