@@ -54,6 +54,16 @@ def _cells(shape: tuple[int, ...]) -> list[Cell]:
     return [(a, b) for a, b in product(range(shape[0]), range(shape[1]))]
 
 
+def _unpad(cells: tuple[Cell, ...], padding: Cell, size: Cell) -> set[Cell]:
+    """``cells`` of a canvas padded by ``padding`` (at the start) as coordinates of the
+    unpadded grid of ``size``, dropping those that fall in the padding."""
+    return {
+        (r - padding[0], c - padding[1])
+        for r, c in cells
+        if 0 <= r - padding[0] < size[0] and 0 <= c - padding[1] < size[1]
+    }
+
+
 @dataclass(frozen=True)
 class ConvFrames:
     """Frames of the conv animation: one per output pixel (C order).
@@ -77,12 +87,7 @@ class ConvFrames:
 
     def reads(self, k: int) -> set[Cell]:
         """Input cells (input coordinates) that output ``k`` reads: the window minus padding."""
-        p, n = self.padding, self.input_size
-        return {
-            (r - p[0], c - p[1])
-            for r, c in self.windows[k]
-            if 0 <= r - p[0] < n[0] and 0 <= c - p[1] < n[1]
-        }
+        return _unpad(self.windows[k], self.padding, self.input_size)
 
 
 @lru_cache(maxsize=64)
@@ -168,12 +173,7 @@ class ScatterFrames:
 
     def writes(self, k: int) -> set[Cell]:
         """Output cells (final coordinates) that input pixel ``k`` contributes to."""
-        p, o = self.padding, self.output_size
-        return {
-            (r - p[0], c - p[1])
-            for r, c in self.stamps[k]
-            if 0 <= r - p[0] < o[0] and 0 <= c - p[1] < o[1]
-        }
+        return _unpad(self.stamps[k], self.padding, self.output_size)
 
 
 def transpose_scatter_frames(
