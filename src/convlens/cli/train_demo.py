@@ -46,6 +46,13 @@ import click
     show_default=True,
     help="CPU threads; part of the recipe (float sums, hence the weights' bits, depend on it).",
 )
+@click.option(
+    "--checkpoints",
+    default="",
+    metavar="EPOCHS",
+    help="Also save the weights after these epochs (0 = initial), e.g. 0,1,2,5,10, into the "
+    "folder OUT's stem + .checkpoints (for `convlens evolution`, Zeiler & Fergus Fig. 4).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_demo_command(
     epochs: int | None,
@@ -56,6 +63,7 @@ def train_demo_command(
     data_dir: Path | None,
     limit: int | None,
     threads: int,
+    checkpoints: str,
     quiet: bool,
 ) -> None:
     """Train the demo CNN on Fashion-MNIST (deterministic on the CPU) and save its weights.
@@ -65,6 +73,14 @@ def train_demo_command(
     from convlens.demo.train import EPOCHS, save_weights, train_demo
 
     checkpoint = out.with_name(out.name + ".ckpt")
+    try:
+        save_epochs = [int(e) for e in checkpoints.split(",") if e.strip()]
+    except ValueError:
+        raise click.BadParameter(
+            f"expected comma-separated epochs such as 0,1,2,5,10, received {checkpoints!r}",
+            param_hint="--checkpoints",
+        ) from None
+    save_dir = out.with_name(out.stem + ".checkpoints")
     model, metrics = train_demo(
         seed=seed,
         epochs=EPOCHS if epochs is None else epochs,
@@ -75,6 +91,8 @@ def train_demo_command(
         resume=resume,
         limit=limit,
         threads=threads,
+        save_epochs=save_epochs,
+        save_dir=save_dir if save_epochs else None,
     )
     metrics["command"] = " ".join(["convlens", *sys.argv[1:]]) if sys.argv else "convlens"
     digest = save_weights(model, out, metrics)
@@ -83,6 +101,10 @@ def train_demo_command(
         f"test accuracy {metrics['accuracy']:.4f} after {metrics['epochs_done']} epochs "
         f"({metrics['elapsed_seconds']:.0f} s); weights {out} (sha256 {digest[:12]}...)"
     )
+    if save_epochs:
+        click.echo(
+            f"weights after epochs {','.join(map(str, sorted(set(save_epochs))))}: {save_dir}/"
+        )
 
 
 def register(group: click.Group) -> None:

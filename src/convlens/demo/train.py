@@ -23,7 +23,7 @@ import math
 import os
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,8 @@ __all__ = [
     "LEARNING_RATE",
     "MAX_RMS",
     "THREADS",
+    "check_save_epochs",
+    "checkpoint_name",
     "evaluate",
     "renormalize_filters_",
     "save_weights",
@@ -205,12 +207,17 @@ def train_demo(
     lr: float = LEARNING_RATE,
     threads: int = THREADS,
     until_epoch: int | None = None,
+    save_epochs: Collection[int] = (),
+    save_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Train the demo CNN on Fashion-MNIST's training set; evaluate on its test set.
 
     ``limit`` / ``eval_limit`` use only the first images of each set (for quick checks).
     ``checkpoint``: a file written after every epoch; ``resume=True`` continues from it.
     ``until_epoch`` stops after that epoch (train in parts: resume later with the same options).
+    ``save_epochs``: epochs after which the weights are saved into ``save_dir`` (0 = the initial
+    weights, before any update) as :func:`checkpoint_name` files, for the feature evolution of
+    Zeiler & Fergus Fig. 4; saving reads the weights only, so the final weights do not change.
     Returns the model (eval mode) and metrics (accuracy on the test set, loss, timings, history).
     """
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("threads", threads)):
@@ -218,6 +225,9 @@ def train_demo(
             raise ParameterError(name, "a positive int", value)
     if resume and checkpoint is None:
         raise ParameterError("checkpoint", "a checkpoint file to resume from", None)
+    saves = check_save_epochs(save_epochs, epochs)
+    if saves and save_dir is None:
+        raise ParameterError("save_dir", "a folder for the weights of save_epochs", None)
     train_x, train_y = load_fashion_mnist("train", data_dir)
     test_x, test_y = load_fashion_mnist("test", data_dir)
     if limit is not None:
@@ -249,6 +259,8 @@ def train_demo(
             renormalize_filters_(first.weight)
         if resume and ckpt_path is not None and ckpt_path.is_file():
             start_epoch, elapsed, history = _restore(ckpt_path, config, model, optimizer, shuffle)
+        if start_epoch == 0 and 0 in saves and save_dir is not None:
+            _save_snapshot(model, save_dir, 0, config, None)
 
         steps = math.ceil(len(train_y) / batch_size)
         with _progress(progress) as bar:
@@ -293,6 +305,8 @@ def train_demo(
                 )
                 if bar is not None:
                     bar.update(task, info=f"epoch {epoch + 1}/{epochs} test acc {accuracy:.4f}")
+                if epoch + 1 in saves and save_dir is not None:
+                    _save_snapshot(model, save_dir, epoch + 1, config, history[-1])
                 if ckpt_path is not None:
                     _checkpoint(
                         ckpt_path, config, epoch + 1, elapsed, history, model, optimizer, shuffle
@@ -315,6 +329,43 @@ def train_demo(
         "load_average_1min": [load_start, os.getloadavg()[0]],
     }
     return model, metrics
+
+
+def check_save_epochs(epochs: Collection[int], total: int) -> tuple[int, ...]:
+    """The sorted, distinct epochs of ``epochs``, each in ``0..total`` (0 = before training).
+
+    >>> check_save_epochs([5, 0, 1, 2, 10, 2], 10)
+    (0, 1, 2, 5, 10)
+    """
+    out = set()
+    for e in epochs:
+        if isinstance(e, bool) or not isinstance(e, int) or not 0 <= e <= total:
+            raise ParameterError(
+                "save_epochs", f"epochs between 0 (initial weights) and {total}", e
+            )
+        out.add(e)
+    return tuple(sorted(out))
+
+
+def checkpoint_name(epoch: int) -> str:
+    """The file name of the weights saved after ``epoch`` (0: the initial weights).
+
+    >>> checkpoint_name(0), checkpoint_name(10)
+    ('epoch_000.safetensors', 'epoch_010.safetensors')
+    """
+    return f"epoch_{epoch:03d}.safetensors"
+
+
+def _save_snapshot(
+    model: nn.Module,
+    folder: str | os.PathLike[str],
+    epoch: int,
+    config: dict[str, Any],
+    record: dict[str, float] | None,
+) -> None:
+    """The weights after ``epoch`` (float32, exactly the model's) and a JSON beside them."""
+    path = Path(folder) / checkpoint_name(epoch)
+    save_weights(model, path, {"epoch": epoch, **config, "history_entry": record})
 
 
 def _checkpoint(
