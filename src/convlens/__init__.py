@@ -4,44 +4,93 @@ Convolution as a sparse matrix, the routes to transposed convolution, convolutio
 (Dumoulin & Visin, arXiv:1603.07285), symbolic derivations, and the Zeiler & Fergus deconvnet
 (arXiv:1311.2901) for PyTorch models.
 
+The top-level names are loaded on first use (PEP 562 module ``__getattr__``), so ``import
+convlens`` stays light: ``convlens.LayerSpec`` imports only the arithmetic, ``convlens.conv_matrix``
+brings in torch, ``convlens.symbolic_conv`` sympy.
+
 >>> import convlens
 >>> convlens.LayerSpec.conv(3, stride=2, padding=1).output_size(5)
 (3, 3)
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from convlens.analysis import OcclusionResult, filter_grid, filter_statistics, occlusion_maps
-from convlens.arithmetic import (
-    LayerSpec,
-    colliding_input_sizes,
-    invert_conv,
-    output_padding_for,
-    receptive_fields,
-    unit_box,
-)
-from convlens.deconvnet import RULES, Projection, Target, project
-from convlens.demo import load_demo_model, load_demo_sample
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from convlens.errors import (
     ConvLensError,
     ParameterError,
     ParameterTypeError,
     UnsupportedModuleError,
 )
-from convlens.matrix import conv_bias_vector, conv_matrix
-from convlens.models import load_model
-from convlens.scan import ScanResult, project_top
-from convlens.scan import scan as scan_dataset
-from convlens.symbolic import SymbolicConv, symbolic_conv, symbolic_conv_transpose
-from convlens.transpose import (
-    conv_transpose_autograd,
-    conv_transpose_fractional,
-    conv_transpose_matmul,
-    conv_transpose_scatter,
-)
 
-# The dataset-scan function is exported as ``scan_dataset`` so that ``convlens.scan`` stays the
-# subpackage.
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time ``__getattr__`` loads these
+    from convlens.analysis import (
+        OcclusionResult,
+        filter_grid,
+        filter_statistics,
+        occlusion_maps,
+    )
+    from convlens.arithmetic import (
+        LayerSpec,
+        colliding_input_sizes,
+        invert_conv,
+        output_padding_for,
+        receptive_fields,
+        unit_box,
+    )
+    from convlens.deconvnet import RULES, Projection, Target, project
+    from convlens.demo import load_demo_model, load_demo_sample
+    from convlens.matrix import conv_bias_vector, conv_matrix
+    from convlens.models import load_model
+    from convlens.scan import ScanResult, project_top
+    from convlens.scan import scan as scan_dataset
+    from convlens.symbolic import SymbolicConv, symbolic_conv, symbolic_conv_transpose
+    from convlens.transpose import (
+        conv_transpose_autograd,
+        conv_transpose_fractional,
+        conv_transpose_matmul,
+        conv_transpose_scatter,
+    )
+
+#: Lazily loaded top-level names: name -> (public package that defines it, its name there).
+_LAZY: dict[str, tuple[str, str]] = {
+    "OcclusionResult": ("convlens.analysis", "OcclusionResult"),
+    "filter_grid": ("convlens.analysis", "filter_grid"),
+    "filter_statistics": ("convlens.analysis", "filter_statistics"),
+    "occlusion_maps": ("convlens.analysis", "occlusion_maps"),
+    "LayerSpec": ("convlens.arithmetic", "LayerSpec"),
+    "colliding_input_sizes": ("convlens.arithmetic", "colliding_input_sizes"),
+    "invert_conv": ("convlens.arithmetic", "invert_conv"),
+    "output_padding_for": ("convlens.arithmetic", "output_padding_for"),
+    "receptive_fields": ("convlens.arithmetic", "receptive_fields"),
+    "unit_box": ("convlens.arithmetic", "unit_box"),
+    "RULES": ("convlens.deconvnet", "RULES"),
+    "Projection": ("convlens.deconvnet", "Projection"),
+    "Target": ("convlens.deconvnet", "Target"),
+    "project": ("convlens.deconvnet", "project"),
+    "load_demo_model": ("convlens.demo", "load_demo_model"),
+    "load_demo_sample": ("convlens.demo", "load_demo_sample"),
+    "conv_bias_vector": ("convlens.matrix", "conv_bias_vector"),
+    "conv_matrix": ("convlens.matrix", "conv_matrix"),
+    "load_model": ("convlens.models", "load_model"),
+    "ScanResult": ("convlens.scan", "ScanResult"),
+    "project_top": ("convlens.scan", "project_top"),
+    # The dataset-scan function is exported as ``scan_dataset`` so that ``convlens.scan`` stays
+    # the subpackage.
+    "scan_dataset": ("convlens.scan", "scan"),
+    "SymbolicConv": ("convlens.symbolic", "SymbolicConv"),
+    "symbolic_conv": ("convlens.symbolic", "symbolic_conv"),
+    "symbolic_conv_transpose": ("convlens.symbolic", "symbolic_conv_transpose"),
+    "conv_transpose_autograd": ("convlens.transpose", "conv_transpose_autograd"),
+    "conv_transpose_fractional": ("convlens.transpose", "conv_transpose_fractional"),
+    "conv_transpose_matmul": ("convlens.transpose", "conv_transpose_matmul"),
+    "conv_transpose_scatter": ("convlens.transpose", "conv_transpose_scatter"),
+}
+
 __all__ = [
     "RULES",
     "ConvLensError",
@@ -78,3 +127,18 @@ __all__ = [
     "symbolic_conv_transpose",
     "unit_box",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load a top-level name from its package on first use (PEP 562)."""
+    try:
+        package, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(package), attribute)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -2,34 +2,127 @@
 
 Each subcommand lives in its own module of this package and exposes ``register(group)``.
 No logic lives here: commands parse options, call the library and print.
+
+The group is lazy: ``convlens --help`` lists the commands from :data:`COMMANDS` without importing
+their modules, and a command's module (with its torch, sympy or matplotlib) is imported only when
+that command runs, so ``convlens arith conv`` starts as fast as the arithmetic allows.
+
+>>> from click.testing import CliRunner
+>>> result = CliRunner().invoke(cli, ["--help"])
+>>> "arith" in result.output and "symbolic" in result.output
+True
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 import click
 
 from convlens import __version__
 from convlens.errors import ConvLensError
 
-#: Modules of ``convlens.cli`` that add commands.
-COMMAND_MODULES: tuple[str, ...] = (
-    "arith",
-    "train_demo",
-    "transpose",
-    "project",
-    "symbolic",
-    "figure",
-    "report",
-    "scan",
-)
+#: Every top-level command, one line each: name -> (module of ``convlens.cli`` whose
+#: ``register(group)`` adds it, the command's one-line help). The help is what ``convlens --help``
+#: lists without importing the module; ``tests/test_startup.py`` checks that it equals the
+#: command's own ``short_help`` (or the first sentence of its docstring), so it cannot drift.
+#: A new command adds its line here; a module may register several commands.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "arith": ("arith", "Convolution arithmetic: output sizes, inverses, receptive fields."),
+    "demo": (
+        "report",
+        "The report for the embedded demo CNN (trained on Fashion-MNIST) on the bundled test "
+        "sample: no model, no data, nothing downloaded.",
+    ),
+    "figure": (
+        "figure",
+        "Draw the kernel sliding (conv), the transposed conv (scatter or fractional) and C.",
+    ),
+    "project": (
+        "project",
+        "Project activations of IMAGE... back to pixel space (Zeiler & Fergus, arXiv:1311.2901).",
+    ),
+    "report": (
+        "report",
+        "Scan a dataset and write a browsable HTML report: per layer the top-k projections beside "
+        "their image patches, the first-layer filters, occlusion maps and a summary.",
+    ),
+    "scan": (
+        "scan",
+        "Scan a dataset for the top-k images of every channel of LAYERS, project them with the "
+        "deconvnet and cut their receptive fields (Zeiler & Fergus, arXiv:1311.2901, Fig.",
+    ),
+    "symbolic": (
+        "symbolic",
+        "Derive C, the conv output and the transposed-conv result with sympy.",
+    ),
+    "train-demo": (
+        "train_demo",
+        "Train the demo CNN on Fashion-MNIST (deterministic on the CPU) and save its weights.",
+    ),
+    "transpose": (
+        "transpose",
+        "Transposed convolution four ways: matmul, scatter, fractional, autograd.",
+    ),
+}
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
-@click.group(context_settings=CONTEXT)
+def load_command_module(module: str) -> dict[str, click.Command]:
+    """Import ``convlens.cli.<module>`` and return the commands its ``register`` adds, by name.
+
+    >>> sorted(load_command_module("arith"))
+    ['arith']
+    """
+    scratch = click.Group()
+    importlib.import_module(f"convlens.cli.{module}").register(scratch)
+    return dict(scratch.commands)
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module only when the command is looked up.
+
+    Listing (``--help``, shell completion) reads :data:`COMMANDS`; :meth:`get_command` imports the
+    one module that registers the command asked for.
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.lazy) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            for name, command in load_command_module(self.lazy[cmd_name][0]).items():
+                self.commands.setdefault(name, command)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            if name in self.commands:
+                command = self.commands[name]
+                if command.hidden:
+                    continue
+                text = command.get_short_help_str(limit)
+            else:
+                # click's own shortening, applied to the table's line (no import of the module).
+                text = click.Command(name, help=self.lazy[name][1]).get_short_help_str(limit)
+            rows.append((name, text))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings=CONTEXT)
 @click.version_option(__version__, "--version", prog_name="convlens")
 def cli() -> None:
     """See through convolutions: conv matrices, transposed convolution, convolution
@@ -37,10 +130,6 @@ def cli() -> None:
 
     Run `convlens COMMAND --help` for the options of one command.
     """
-
-
-for _name in COMMAND_MODULES:
-    importlib.import_module(f"convlens.cli.{_name}").register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:
