@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,3 +51,58 @@ def check_positive(values: tuple[int, ...], name: str, *, allow_zero: bool = Fal
         what = "non-negative ints" if allow_zero else "positive ints"
         received = values[0] if len(values) == 1 else values
         raise ParameterError(name, what, received)
+
+
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is an integer (``int``, NumPy integer...), a bool not counting as one.
+
+    >>> is_int(3), is_int(True), is_int(3.0)
+    (True, False, False)
+    """
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    if isinstance(value, (Sequence, str, float)) or not hasattr(type(value), "__index__"):
+        return False
+    try:
+        operator.index(value)
+    except TypeError:
+        return False
+    return True
+
+
+def check_int(value: Any, name: str, *, allow_zero: bool = False) -> int:
+    """``value`` as an int, or :class:`ParameterTypeError` (not an int, a bool) /
+    :class:`ParameterError` (not > 0, or not >= 0 with ``allow_zero``).
+
+    >>> check_int(3, "groups")
+    3
+    >>> check_int(True, "groups")
+    Traceback (most recent call last):
+    ...
+    convlens.errors.ParameterTypeError: groups: expected a positive int, received bool
+    """
+    expected = "a non-negative int" if allow_zero else "a positive int"
+    if not is_int(value):
+        raise ParameterTypeError(name, expected, value)
+    v = operator.index(value)
+    if v < 0 or (v == 0 and not allow_zero):
+        raise ParameterError(name, expected, value)
+    return v
+
+
+def check_pair(value: Any, name: str) -> tuple[int, int]:
+    """A ``(before, after)`` pair of non-negative ints.
+
+    >>> check_pair((1, 2), "padding")
+    (1, 2)
+    """
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:
+        raise ParameterError(name, "a pair (before, after) of non-negative ints", value)
+    if not all(is_int(v) for v in value):
+        raise ParameterTypeError(name, "a pair (before, after) of non-negative ints", value)
+    lo, hi = (operator.index(v) for v in value)
+    if lo < 0 or hi < 0:
+        raise ParameterError(name, "a pair (before, after) of non-negative ints", value)
+    return lo, hi

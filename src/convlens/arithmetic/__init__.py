@@ -31,6 +31,7 @@ from convlens.arithmetic.receptive import (
     trace_chain,
     unit_box,
 )
+from convlens.arithmetic.triples import layer_triples
 
 __all__ = [
     "ELEMENTWISE_MODULES",
@@ -47,6 +48,7 @@ __all__ = [
     "input_sizes_for",
     "invert_conv",
     "is_geometric",
+    "layer_triples",
     "output_padding_for",
     "pool_output_length",
     "receptive_fields",

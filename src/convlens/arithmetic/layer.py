@@ -328,7 +328,12 @@ class LayerSpec:
             return tuple((t // 2, t - t // 2) for t in totals)
         return tuple((p, p) for p in self.padding)
 
-    def _check_input(self, input_size: Any) -> tuple[int, ...]:
+    def check_input_size(self, input_size: Any) -> tuple[int, ...]:
+        """``input_size`` (an int or one int per dimension) as a tuple of positive ints.
+
+        >>> LayerSpec.conv(3).check_input_size(5)
+        (5, 5)
+        """
         size = as_tuple(input_size, self.ndim, "input_size")
         check_positive(size, "input_size")
         return size
@@ -342,7 +347,7 @@ class LayerSpec:
         >>> LayerSpec.conv_transpose(3, stride=2, padding=1, output_padding=1).output_size(6)
         (12, 12)
         """
-        size = self._check_input(input_size)
+        size = self.check_input_size(input_size)
         pads = self.padding_pairs()
         if self.kind == "conv_transpose":
             sizes = tuple(
@@ -415,7 +420,7 @@ class LayerSpec:
         >>> LayerSpec.conv(3, stride=2, padding=1, ndim=1).formula(5)[0]
         'o = floor((i + p_lo + p_hi - d*(k-1) - 1) / s) + 1 = floor((5 + 1 + 1 - 1*(3-1) - 1) / 2) + 1 = 3'
         """
-        size = self._check_input(input_size)
+        size = self.check_input_size(input_size)
         out = self.output_size(size)
         lines = []
         for i, (lo, hi), k, s, d, op, o in zip(

@@ -179,7 +179,7 @@ def transpose_cmd(
     spec = LayerSpec.conv_transpose(kernel, stride, padding, output_padding, 1, dilation, ndim=n)
     if output_size is not None:
         spec = spec.replace(output_padding=output_padding_for(spec, input_size, output_size))
-    size = spec._check_input(input_size)
+    size = spec.check_input_size(input_size)
     out = spec.output_size(size)
     click.echo(_header(spec))
     click.echo(f"input {_show(size)} -> output {_show(out)}")
@@ -217,7 +217,7 @@ def pool_cmd(
         spec = LayerSpec.avg_pool(kernel, stride, padding, ceil_mode, ndim=n)
     else:
         spec = LayerSpec.max_pool(kernel, stride, padding, dilation, ceil_mode, ndim=n)
-    size = spec._check_input(input_size)
+    size = spec.check_input_size(input_size)
     out = spec.output_size(size)
     click.echo(_header(spec))
     click.echo(f"input {_show(size)} -> output {_show(out)}")

@@ -1,0 +1,49 @@
+"""A layer's (output, tap, input) triples per spatial axis, from its :class:`LayerSpec`.
+
+The bridge between the geometry (:class:`~convlens.arithmetic.LayerSpec`) and the index engine
+(:mod:`convlens.index`): sizes, padding splits and ``output_padding`` come from the spec, the
+triples from :func:`convlens.index.axis_triples`. Dumoulin & Visin, arXiv:1603.07285, §2-§4.
+
+>>> from convlens.arithmetic import LayerSpec
+>>> (t,) = layer_triples(LayerSpec.conv(3, padding=1, ndim=1), 4)
+>>> t.out_length, t.inp[:3].tolist()
+(4, [0, 1, 0])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from convlens.arithmetic.layer import LayerSpec
+from convlens.errors import ParameterTypeError
+from convlens.index import AxisTriples, axis_triples
+
+__all__ = ["layer_triples"]
+
+
+def layer_triples(spec: LayerSpec, input_size: Any) -> tuple[AxisTriples, ...]:
+    """One :class:`~convlens.index.AxisTriples` per spatial axis of ``spec`` on ``input_size``.
+
+    A conv: the conv applied to ``input_size`` (its padding mode included). A transposed conv
+    applied to ``input_size``: the triples of its adjoint conv (same kernel, stride, padding,
+    dilation) from the transposed *output* size (``output_padding`` included) down to
+    ``input_size``, so ``out`` indexes the transposed conv's input and ``inp`` its output.
+    Max/avg pooling: the windows (zeros-padding semantics, ``ceil_mode`` honoured).
+
+    >>> (t,) = layer_triples(LayerSpec.conv_transpose(3, stride=2, ndim=1), 2)
+    >>> t.in_length, t.out_length, t.inp.tolist()
+    (5, 2, [0, 1, 2, 2, 3, 4])
+    """
+    if not isinstance(spec, LayerSpec):
+        raise ParameterTypeError("spec", "a LayerSpec", spec)
+    size = spec.check_input_size(input_size)
+    out = spec.output_size(size)
+    mode = spec.padding_mode if spec.kind == "conv" else "zeros"
+    if spec.kind == "conv_transpose":
+        size, out = out, size
+    return tuple(
+        axis_triples(i, k, s, pad, d, mode, out_length=o)
+        for i, o, k, s, pad, d in zip(
+            size, out, spec.kernel_size, spec.stride, spec.padding_pairs(), spec.dilation
+        )
+    )
