@@ -66,7 +66,7 @@ def test_axis_triples_equal_brute_force(case):
     n, k, s, pad, d, mode = case
     t = axis_triples(n, k, s, pad, d, mode)
     natural = (n + pad[0] + pad[1] - d * (k - 1) - 1) // s + 1
-    assert t.out_length == natural and t.in_length == n and t.kernel == k
+    assert (t.out_length, t.in_length, t.kernel) == (natural, n, k)
     got = list(zip(t.out.tolist(), t.tap.tolist(), t.inp.tolist()))
     assert got == brute_axis(n, k, s, *pad, d, mode, natural)
     assert all(a.dtype == np.int64 and not a.flags.writeable for a in (t.out, t.tap, t.inp))
