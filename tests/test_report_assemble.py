@@ -247,7 +247,8 @@ def test_assemble_restores_train_mode_and_checks_layers() -> None:
     assert net[0].training
     with pytest.raises(
         ParameterError,
-        match=r"layers: expected module paths of the model \(convolutions: 0, 3\), received \['9'\]",
+        match=r"layers: expected a module path of the model, one of: 0, 1, 2, 3, 4, 5, 6, "
+        r"received '9'",
     ):
         assemble_report(net, _tiny_data(), command="c", dataset_name="d", layers=["9"])
     assert net.training

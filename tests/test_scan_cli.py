@@ -76,7 +76,7 @@ def test_cli_errors_are_one_line_with_status_2(setup, tmp_path, capsys):
         )  # fmt: skip
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("convlens: error: layers: expected module paths of the model")
+    assert err.startswith("convlens: error: layers: expected a module path of the model, one of: ")
     assert err.endswith("received 'nope'")
     assert len(err.splitlines()) == 1
     with pytest.raises(SystemExit) as exc:

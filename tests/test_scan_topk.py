@@ -187,7 +187,9 @@ def test_bad_arguments_raise_clear_errors():
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
     data = [(torch.randn(1, 5, 5), 0)]
     with pytest.raises(
-        ParameterError, match=r"layers: expected module paths of the model \(0, 1\)"
+        ParameterError,
+        match=r"layers: expected a module path of the model, one of: 0, 1, "
+        r"received 'features.3'",
     ):
         scan(net, data, ["features.3"], progress=False)
     with pytest.raises(ParameterError, match="top: expected a positive int, received 0"):

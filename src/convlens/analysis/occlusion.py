@@ -30,7 +30,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from convlens._utils import as_tuple
+from convlens.deconvnet.project import eval_mode, project
+from convlens.deconvnet.target import Target
 from convlens.errors import ParameterError, ParameterTypeError
+from convlens.layer_paths import find_module
 
 __all__ = [
     "OcclusionResult",
@@ -214,10 +217,7 @@ def default_layer(model: nn.Module) -> str:
 def _capture(model: nn.Module, layer: str) -> Iterator[list[Tensor]]:
     """Record (a copy of) the output of module ``layer`` during forward passes; the hook is
     removed on exit, also when the forward pass raises."""
-    modules = dict(model.named_modules())
-    if layer not in modules or not layer:
-        valid = ", ".join(n for n in modules if n)
-        raise ParameterError("layer", f"a module path of the model ({valid})", layer)
+    module = find_module(model, layer, "layer")
     store: list[Tensor] = []
 
     def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
@@ -225,22 +225,11 @@ def _capture(model: nn.Module, layer: str) -> Iterator[list[Tensor]]:
             raise ParameterError("layer", "a module whose output is a tensor", layer)
         store.append(output.detach().clone())
 
-    handle = modules[layer].register_forward_hook(hook)
+    handle = module.register_forward_hook(hook)
     try:
         yield store
     finally:
         handle.remove()
-
-
-@contextlib.contextmanager
-def _eval(model: nn.Module) -> Iterator[None]:
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, flag in flags.items():
-            module.training = flag
 
 
 def _forward(model: nn.Module, layer: str, batch: Tensor) -> tuple[Tensor, Tensor]:
@@ -287,7 +276,7 @@ def occlusion_maps(
     positions = _positions(image_size, square, step)
     grid = occlusion_grid_shape(image_size, square, step)
     layer = default_layer(model) if layer is None else layer
-    with _eval(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         feature, logits = _forward(model, layer, image.unsqueeze(0))
         if not 0 <= label < logits.shape[1]:
             raise ParameterError("label", f"a class index in [0, {logits.shape[1]})", label)
@@ -336,7 +325,5 @@ def occlusion_maps(
 
 
 def _projection(model: nn.Module, image: Tensor, layer: str, channel: int) -> Tensor:
-    from convlens.deconvnet import Target, project
-
     result = project(model, image.unsqueeze(0), [Target(layer, channel, "max")])
     return result.projections[0, 0]

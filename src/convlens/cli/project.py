@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ import click
 from convlens.cli._options import model_options, rule_option
 from convlens.deconvnet.project import ENGINES
 from convlens.errors import ParameterError
+from convlens.io import staged_directory
 
 
 def _position(text: str) -> Any:
@@ -105,14 +104,8 @@ def project_command(
         batch = batch.to(param.device)
     result = project(loaded.model, batch, targets, rule=rule, engine=engine)
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ParameterError("--out", "a folder", str(out))
-    parent = out.absolute().parent  # beside the output folder: nothing half-written inside it
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convlens-project-", dir=parent))
-    try:
-        records = []
+    records = []
+    with staged_directory(out_dir, prefix=".convlens-project-") as tmp:
         for n, image in enumerate(images):
             for t, target in enumerate(targets):
                 name = (
@@ -145,14 +138,7 @@ def project_command(
             "projections": records,
         }
         (tmp / "projections.json").write_text(json.dumps(meta, indent=2) + "\n")
-        if not out.exists():
-            os.replace(tmp, out)
-        else:
-            for item in sorted(tmp.iterdir()):
-                os.replace(item, out / item.name)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    out = Path(out_dir)
     click.echo(f"wrote {len(records)} projection(s) and projections.json to {out}")
 
 

@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
 from convlens.demo.model import FASHION_CLASSES, MEAN, STD
 from convlens.errors import ParameterError
+from convlens.io import atomic_path
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -175,10 +175,11 @@ def make_sample(
 
 def write_sample(path: str | os.PathLike[str] = SAMPLE_PATH, **kwargs: Any) -> Path:
     """Write :func:`make_sample` to ``path`` (safetensors, atomically)."""
+    from safetensors.torch import save_file
+
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(make_sample(**kwargs), str(tmp), metadata={"source": "fashion-mnist t10k"})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(make_sample(**kwargs), str(tmp), metadata={"source": "fashion-mnist t10k"})
     return path
 
 
@@ -196,6 +197,8 @@ class DemoSample(Dataset):
         path = Path(path)
         if not path.is_file():
             raise ParameterError("path", "the bundled sample file", str(path))
+        from safetensors.torch import load_file
+
         tensors = load_file(str(path))
         self.images: torch.Tensor = tensors["images"]
         self.labels: torch.Tensor = tensors["labels"]

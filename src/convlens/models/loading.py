@@ -16,7 +16,6 @@ weights need ``allow_random=True`` and come with a :class:`RandomWeightsWarning`
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 import pickle
@@ -34,6 +33,7 @@ from PIL import Image
 from torch import Tensor
 
 from convlens.errors import ParameterError, ParameterTypeError, verbatim
+from convlens.io import sha256_file
 from convlens.models.images import Preprocess, default_preprocess, torchvision_preprocess
 
 __all__ = [
@@ -64,15 +64,6 @@ class LoadedModel:
     weights_sha256: str | None
     class_names: tuple[str, ...] | None
     source: str
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """The hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _existing_file(path: str | os.PathLike[str], param: str) -> Path:

@@ -31,6 +31,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from convlens.errors import ParameterError, ParameterTypeError
+from convlens.layer_paths import find_modules
+from convlens.progress import progress_bar, track
 from convlens.report.data import (
     ChannelBlock,
     FilterSection,
@@ -367,12 +369,7 @@ def _assemble(
     chosen = list(layers) if layers else conv_layers(net)
     if not chosen:
         raise ParameterError("layers", "a model with at least one convolution", info["name"])
-    missing = [name for name in chosen if name not in modules]
-    if missing:
-        valid = ", ".join(conv_layers(net)) or "none"
-        raise ParameterError(
-            "layers", f"module paths of the model (convolutions: {valid})", missing
-        )
+    find_modules(net, chosen, "layers")
     # fail before the scan where the channel counts are known from the modules
     _check_channels(
         channels,
@@ -409,7 +406,7 @@ def _assemble(
     low, high = _input_range(dataset, used[:256]) if used else (0.0, 1.0)
     rf = _receptive_sizes(net, chosen)
     sections = []
-    for name in _track_names(chosen, "report: layers", progress):
+    for name in track(chosen, "report: layers", enabled=progress):
         sections.append(
             _layer_section(
                 name,
@@ -510,24 +507,13 @@ def _project_in_chunks(
             (name, wanted[i : i + CHANNEL_CHUNK]) for i in range(0, len(wanted), CHANNEL_CHUNK)
         ]
     parts: dict[str, list[Any]] = {name: [] for name in layers}
-    bar = None
-    if progress:
-        from rich.progress import Progress
-
-        bar = Progress(*Progress.get_default_columns(), transient=False)
-        bar.start()
-        task = bar.add_task("projections", total=sum(len(c) for _, c in jobs))
-    try:
+    with progress_bar("projections", sum(len(c) for _, c in jobs), enabled=progress) as bar:
         for name, chunk in jobs:
             done = project_top(
                 net, dataset, result, rule=rule, channels=chunk, layers=[name], device=device
             )
             parts[name].append(done.layers[name])
-            if bar is not None:
-                bar.advance(task, len(chunk))
-    finally:
-        if bar is not None:
-            bar.stop()
+            bar.advance(len(chunk))
     joined = {}
     for name in layers:
         pieces = parts[name]
@@ -753,7 +739,7 @@ def occlusion_section(
     items = []
     layer = ""
     square = stride_used = 0
-    for index in _track(picked, "occlusion", progress):
+    for index in track(picked, "occlusion", enabled=progress):
         x = dataset[index]
         x = x[0] if isinstance(x, (tuple, list)) else x
         if x.dim() != 3:
@@ -829,24 +815,6 @@ def occlusion_section(
     return OcclusionSection(layer=layer, square=square, stride=stride_used, items=tuple(items))
 
 
-def _track_names(items: Sequence[str], description: str, enabled: bool) -> Iterator[str]:
-    if not enabled:
-        yield from items
-        return
-    from rich.progress import track
-
-    yield from track(items, description=description, transient=False)
-
-
-def _track(items: Sequence[int], description: str, enabled: bool) -> Iterator[int]:
-    if not enabled:
-        yield from items
-        return
-    from rich.progress import track
-
-    yield from track(items, description=description, transient=False)
-
-
 # --------------------------------------------------------------------------------- accuracy
 
 
@@ -875,7 +843,7 @@ def dataset_accuracy(
     correct = total = 0
     net.eval()
     batches = math.ceil(len(dataset) / batch_size)
-    for batch in _track_batches(loader, batches, progress):
+    for batch in track(loader, "accuracy", enabled=progress, total=batches):
         if batch.inputs is None or len(batch.indices) == 0:
             continue
         found = [_item_label(dataset, int(i)) for i in batch.indices.tolist()]
@@ -886,15 +854,6 @@ def dataset_accuracy(
         correct += int((predicted[known] == labels[known]).sum())
         total += int(known.sum())
     return correct / total if total else None
-
-
-def _track_batches(loader: Any, total: int, enabled: bool) -> Iterator[Any]:
-    if not enabled:
-        yield from loader
-        return
-    from rich.progress import track
-
-    yield from track(loader, description="accuracy", total=total, transient=False)
 
 
 # ------------------------------------------------------------------------------- arguments

@@ -2,9 +2,8 @@
 
 A checkpoint is one safetensors file: the running top-k tensors, with the scan's progress and
 settings as JSON in the file's metadata, so tensors and progress can never disagree. Every
-file is written to a temporary name in the same folder, flushed and fsync'ed, then moved over
-the old one with ``os.replace`` (atomic on POSIX), and the folder is fsync'ed: a crash leaves
-either the old file or the new one, never half of one.
+file is written atomically by :mod:`convlens.io` (temporary file, fsync, ``os.replace``): a
+crash leaves either the old file or the new one, never half of one.
 
 >>> import tempfile, torch, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "state.safetensors"
@@ -25,41 +24,12 @@ from safetensors.torch import load, save
 from torch import Tensor
 
 from convlens.errors import ParameterError
+from convlens.io import atomic_write_bytes, atomic_write_text
 
+# atomic_write_bytes / atomic_write_text are convlens.io's, importable here as before
 __all__ = ["atomic_write_bytes", "atomic_write_text", "load_state", "save_state"]
 
 _META_KEY = "convlens_state"
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write UTF-8 ``text`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_state(path: str | os.PathLike[str], tensors: dict[str, Tensor], meta: Any) -> None:

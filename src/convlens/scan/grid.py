@@ -34,7 +34,7 @@ from torch import Tensor
 
 from convlens.deconvnet.display import stretch
 from convlens.errors import ParameterError
-from convlens.scan.checkpoint import atomic_write_bytes
+from convlens.io import atomic_write_bytes
 from convlens.scan.crop import LayerProjections, TopProjections
 
 __all__ = ["channel_block", "layer_grid", "patch_image", "projection_image", "write_figures"]

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -43,8 +42,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from convlens.errors import ParameterError, ParameterTypeError
+from convlens.io import atomic_write_bytes, atomic_write_text
+from convlens.layer_paths import find_modules
+from convlens.progress import progress_bar, wanted
 from convlens.scan import distributed as dist_
-from convlens.scan.checkpoint import atomic_write_bytes, atomic_write_text, load_state, save_state
+from convlens.scan.checkpoint import load_state, save_state
 from convlens.scan.data import SafeDataset, collate_safe, dataset_fingerprint
 from convlens.scan.topk import TopK, empty_state, feature_maxima, merge
 
@@ -149,61 +151,9 @@ def _unwrap_model(model: Any) -> tuple[nn.Module, dict[str, Any]]:
     raise ParameterTypeError("model", "a torch.nn.Module or a LoadedModel", model)
 
 
-def _check_layers(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Module]:
-    if isinstance(layers, str):
-        layers = [s for s in layers.split(",") if s]
-    if not layers:
-        raise ParameterError("layers", "at least one module path", list(layers))
-    modules = dict(model.named_modules())
-    found = {}
-    for name in layers:
-        if name not in modules or name == "":
-            valid = [n for n in modules if n]
-            shown = ", ".join(valid[:40]) + (" ..." if len(valid) > 40 else "")
-            raise ParameterError("layers", f"module paths of the model ({shown})", name)
-        found[name] = modules[name]
-    if len(found) != len(layers):
-        raise ParameterError("layers", "distinct module paths", list(layers))
-    return found
-
-
 def checkpoint_path(out: str | os.PathLike[str], rank: int = 0, world_size: int = 1) -> Path:
     """Where rank ``rank`` of ``world_size`` keeps its checkpoint inside the run folder."""
     return Path(out) / f"checkpoint-{rank}-of-{world_size}.safetensors"
-
-
-def _progress_bar(enabled: bool, total: int, done: int) -> Any:
-    if not enabled:
-        return None
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    class _Rate(TextColumn):
-        def render(self, task: Any) -> Any:  # images per second
-            from rich.text import Text
-
-            speed = task.speed
-            return Text(f"{speed:.1f} img/s" if speed else "? img/s")
-
-    bar = Progress(
-        TextColumn("scan"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _Rate(""),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        transient=False,
-    )
-    bar.start()
-    bar.add_task("scan", total=total, completed=done)
-    return bar
 
 
 def scan(
@@ -236,7 +186,7 @@ def scan(
     called with the number of each finished batch (a hook for callers and tests).
     """
     net, model_info = _unwrap_model(model)
-    modules = _check_layers(net, layers)
+    modules = find_modules(net, layers, "layers")
     names = list(modules)
     for param, value in (("top", top), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -347,14 +297,14 @@ def scan(
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
-    show = info.is_main and (sys.stderr.isatty() if progress is None else progress)
-    bar = _progress_bar(show, sum(len(s) for s in sampler), 0)
+    show = info.is_main and wanted(progress)
+    bar = progress_bar("scan", sum(len(s) for s in sampler), enabled=show, rate="img")
     t0 = time.perf_counter()
     since_ckpt = 0
     handles = [m.register_forward_hook(make_hook(name)) for name, m in modules.items()]
     previous_term = _terminate_as_interrupt()
     try:
-        with torch.no_grad():
+        with bar as shown, torch.no_grad():
             for batch_no, batch in zip(remaining, loader):
                 skipped.extend(batch.failures)
                 if batch.indices.numel():
@@ -378,8 +328,7 @@ def scan(
                     scanned += int(batch.indices.numel())
                 done += 1
                 since_ckpt += len(batch.indices) + len(batch.failures)
-                if bar is not None:
-                    bar.advance(bar.task_ids[0], len(batch.indices) + len(batch.failures))
+                shown.advance(len(batch.indices) + len(batch.failures))
                 if since_ckpt >= every or done == len(mine):
                     write_checkpoint()
                     since_ckpt = 0
@@ -393,8 +342,6 @@ def scan(
             h.remove()
         if previous_term is not None:
             signal.signal(signal.SIGTERM, previous_term)
-        if bar is not None:
-            bar.stop()
     elapsed = time.perf_counter() - t0
     local_scanned = scanned - scanned_before  # this process, this session
 
