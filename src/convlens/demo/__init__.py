@@ -16,13 +16,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file
 from torch import nn
 
 from convlens.demo.data import SAMPLE_PATH, DemoSample, load_demo_sample, preprocess
 from convlens.demo.model import FASHION_CLASSES, INPUT_SIZE, DemoCNN, build_demo_model
 from convlens.errors import ParameterError
-from convlens.models.loading import LoadedModel, sha256_file
+from convlens.io import sha256_file
+from convlens.loaded import LoadedModel
 
 __all__ = [
     "FASHION_CLASSES",
@@ -65,6 +65,8 @@ def load_demo_weights(
         raise ParameterError(
             "weights", f"a file with sha256 {recorded} (as recorded beside it)", digest
         )
+    from safetensors.torch import load_file
+
     model = build_demo_model()
     try:
         state = load_file(str(path))

@@ -1,11 +1,16 @@
 """Loading models and images safely: torchvision architectures with local weights,
 ``package.module:factory`` callables, TorchScript files and the embedded demo.
 
+``LoadedModel`` (:mod:`convlens.loaded`) and ``sha256_file`` (:mod:`convlens.io`) are
+re-exported here, where users look for them.
+
 >>> from convlens.models import default_preprocess
 >>> default_preprocess().description.split(",")[0]
 'RGB'
 """
 
+from convlens.io import sha256_file
+from convlens.loaded import LoadedModel
 from convlens.models.images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -15,12 +20,10 @@ from convlens.models.images import (
     torchvision_preprocess,
 )
 from convlens.models.loading import (
-    LoadedModel,
     RandomWeightsWarning,
     apply_weights,
     load_model,
     read_weights,
-    sha256_file,
 )
 
 __all__ = [

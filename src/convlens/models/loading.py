@@ -22,18 +22,19 @@ import pickle
 import re
 import warnings
 import zipfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
-from PIL import Image
 from torch import Tensor
 
+import convlens.demo as demo
+from convlens.demo.data import preprocess as demo_preprocess
 from convlens.errors import ParameterError, ParameterTypeError, verbatim
 from convlens.io import sha256_file
+from convlens.loaded import LoadedModel
 from convlens.models.images import Preprocess, default_preprocess, torchvision_preprocess
 
 __all__ = [
@@ -48,22 +49,6 @@ __all__ = [
 
 class RandomWeightsWarning(UserWarning):
     """The model runs with random weights: its projections show nothing learned."""
-
-
-@dataclass
-class LoadedModel:
-    """A model ready to use: ``model`` (eval mode, on its device), its ``name``, ``preprocess``
-    (PIL image -> float tensor (C, H, W)), ``input_size`` (H, W) or None, the SHA-256 of the
-    weights file (None for random or factory-made weights), ``class_names`` (or None) and
-    ``source`` (where it came from, in words)."""
-
-    model: nn.Module
-    name: str
-    preprocess: Callable[[Image.Image], Tensor]
-    input_size: tuple[int, ...] | None
-    weights_sha256: str | None
-    class_names: tuple[str, ...] | None
-    source: str
 
 
 def _existing_file(path: str | os.PathLike[str], param: str) -> Path:
@@ -282,37 +267,15 @@ def _from_torchscript(path: Path, weights: Any, device: torch.device) -> LoadedM
 
 
 def _from_demo(weights: Any, device: torch.device) -> LoadedModel:
-    try:
-        import convlens.demo as demo
-    except ImportError as exc:
-        raise ParameterError(
-            "model", "a model spec other than 'demo' (the demo model is not installed)", "demo"
-        ) from exc
     if weights is None:
-        made: Any = demo.load_demo_model()
-        if isinstance(made, LoadedModel):
-            return _finish(made, device)
-        return _finish(
-            LoadedModel(
-                made.model,
-                getattr(made, "name", "demo"),
-                made.preprocess,
-                getattr(made, "input_size", None),
-                getattr(made, "weights_sha256", None),
-                getattr(made, "class_names", None),
-                getattr(made, "source", "embedded demo model"),
-            ),
-            device,
-        )
-    from convlens.demo.data import preprocess
-
+        return _finish(demo.load_demo_model(), device)
     model = demo.build_demo_model()
     apply_weights(model, read_weights(weights, device), "demo", weights)
     return _finish(
         LoadedModel(
             model,
             "demo",
-            preprocess,
+            demo_preprocess,
             tuple(demo.INPUT_SIZE[1:]),
             sha256_file(weights),
             tuple(demo.FASHION_CLASSES),
