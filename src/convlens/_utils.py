@@ -73,7 +73,7 @@ def is_int(value: Any) -> bool:
 
 
 def check_int(value: Any, name: str, *, allow_zero: bool = False) -> int:
-    """``value`` as an int, or :class:`ParameterTypeError` (not an int, a bool) /
+    """``value`` as an int, or :class:`ParameterTypeError` (not an int: a bool is none) /
     :class:`ParameterError` (not > 0, or not >= 0 with ``allow_zero``).
 
     >>> check_int(3, "groups")
@@ -81,11 +81,11 @@ def check_int(value: Any, name: str, *, allow_zero: bool = False) -> int:
     >>> check_int(True, "groups")
     Traceback (most recent call last):
     ...
-    convlens.errors.ParameterTypeError: groups: expected a positive int, received bool
+    convlens.errors.ParameterTypeError: groups: expected an int, received bool
     """
     expected = "a non-negative int" if allow_zero else "a positive int"
     if not is_int(value):
-        raise ParameterTypeError(name, expected, value)
+        raise ParameterTypeError(name, "an int", value)
     v = operator.index(value)
     if v < 0 or (v == 0 and not allow_zero):
         raise ParameterError(name, expected, value)

@@ -1,11 +1,15 @@
 """Convolution arithmetic (Dumoulin & Visin, arXiv:1603.07285): shapes, inverses, receptive fields.
 
+Torch-free at import time: the functions that read an ``nn.Module`` import torch when called.
+
 >>> from convlens.arithmetic import LayerSpec
 >>> LayerSpec.conv(3, stride=2, padding=1).output_size(12)
 (6, 6)
 """
 
-from convlens.arithmetic._modules import SUPPORTED_MODULES, is_geometric, spec_from_module
+from typing import Any
+
+from convlens.arithmetic._modules import SUPPORTED_MODULES, is_geometric
 from convlens.arithmetic.inverse import (
     ConvInverse,
     colliding_input_sizes,
@@ -19,19 +23,22 @@ from convlens.arithmetic.layer import (
     LayerKind,
     LayerSpec,
     conv_output_length,
+    conv_transpose_output_length,
+    infer_ndim,
     pool_output_length,
+    spec_from_module,
 )
 from convlens.arithmetic.receptive import (
-    ELEMENTWISE_MODULES,
     Box,
     ReceptiveField,
     TracedLayer,
+    elementwise_modules,
     receptive_fields,
     torchvision_architecture,
     trace_chain,
     unit_box,
 )
-from convlens.arithmetic.triples import layer_triples
+from convlens.arithmetic.triples import layer_entries, layer_triples
 
 __all__ = [
     "ELEMENTWISE_MODULES",
@@ -45,9 +52,13 @@ __all__ = [
     "TracedLayer",
     "colliding_input_sizes",
     "conv_output_length",
+    "conv_transpose_output_length",
+    "elementwise_modules",
+    "infer_ndim",
     "input_sizes_for",
     "invert_conv",
     "is_geometric",
+    "layer_entries",
     "layer_triples",
     "output_padding_for",
     "pool_output_length",
@@ -58,3 +69,10 @@ __all__ = [
     "transpose_size_range",
     "unit_box",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``ELEMENTWISE_MODULES`` is a tuple of torch module types: built (importing torch) on use."""
+    if name == "ELEMENTWISE_MODULES":
+        return elementwise_modules()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

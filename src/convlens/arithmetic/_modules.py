@@ -1,98 +1,121 @@
-"""Reading a :class:`LayerSpec` off a PyTorch module."""
+"""Reading a layer's geometry off a PyTorch module, importing torch only when a module is read.
+
+:func:`module_geometry` returns the constructor arguments of a
+:class:`~convlens.arithmetic.LayerSpec` (which validates them); it knows nothing of LayerSpec,
+so :mod:`convlens.arithmetic.layer` builds on it without a cycle.
+
+>>> import torch.nn as nn
+>>> kind, ndim, kwargs = module_geometry(nn.MaxPool2d(3, 2))
+>>> kind, ndim, kwargs["stride"]
+('max_pool', 2, 2)
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import sys
 from typing import Any
 
-import torch.nn as nn
-
-from convlens.arithmetic.layer import LayerSpec
 from convlens.errors import ParameterTypeError, UnsupportedModuleError
 
-_CONV = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
-_TCONV = {nn.ConvTranspose1d: 1, nn.ConvTranspose2d: 2, nn.ConvTranspose3d: 3}
-_MAX = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}
-_AVG = {nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3}
-SUPPORTED_MODULES = tuple(t.__name__ for t in (*_CONV, *_TCONV, *_MAX, *_AVG))
+__all__ = ["SUPPORTED_MODULES", "is_geometric", "is_module", "module_geometry"]
+
+_KIND_OF = {
+    "Conv": "conv",
+    "ConvTranspose": "conv_transpose",
+    "MaxPool": "max_pool",
+    "AvgPool": "avg_pool",
+}
+#: The module types with a LayerSpec, by name (no torch needed to list them).
+SUPPORTED_MODULES: tuple[str, ...] = tuple(
+    f"{prefix}{n}d" for prefix in _KIND_OF for n in (1, 2, 3)
+)
 
 
-def is_geometric(module: nn.Module) -> bool:
-    """Whether ``module`` is a conv, transposed conv or pooling layer with a :class:`LayerSpec`."""
-    return isinstance(module, (*_CONV, *_TCONV, *_MAX, *_AVG))
+def is_module(value: Any) -> bool:
+    """Whether ``value`` is a ``torch.nn.Module``, without importing torch (if torch was never
+    imported, nothing can be a module).
+
+    >>> is_module("conv")
+    False
+    """
+    torch = sys.modules.get("torch")
+    nn = getattr(torch, "nn", None)
+    return nn is not None and isinstance(value, nn.Module)
 
 
-def _ndim(module: nn.Module, table: Mapping[Any, int]) -> int | None:
-    for cls, n in table.items():
+@functools.lru_cache(maxsize=1)
+def _table() -> dict[type, tuple[str, int]]:
+    import torch.nn as nn
+
+    return {getattr(nn, name): (_KIND_OF[name[:-2]], int(name[-2])) for name in SUPPORTED_MODULES}
+
+
+def _kind(module: Any) -> tuple[str, int] | None:
+    if not is_module(module):
+        return None
+    for cls, found in _table().items():
         if isinstance(module, cls):
-            return n
+            return found
     return None
 
 
-def spec_from_module(module: nn.Module, path: str = "module") -> LayerSpec:
-    """The geometry of a conv, transposed-conv or pooling module.
+def is_geometric(module: Any) -> bool:
+    """Whether ``module`` is a conv, transposed conv or pooling layer with a LayerSpec.
 
-    >>> spec_from_module(nn.Conv2d(3, 8, 5, stride=2)).output_size(32)
-    (14, 14)
+    >>> import torch.nn as nn
+    >>> is_geometric(nn.Conv2d(1, 1, 3)), is_geometric(nn.ReLU())
+    (True, False)
     """
-    if not isinstance(module, nn.Module):
+    return _kind(module) is not None
+
+
+def module_geometry(module: Any, path: str = "module") -> tuple[str, int, dict[str, Any]]:
+    """``(kind, ndim, arguments)`` of ``LayerSpec._make`` for a conv, transposed-conv or pooling
+    module; :class:`~convlens.errors.UnsupportedModuleError` for any other module.
+
+    >>> import torch.nn as nn
+    >>> module_geometry(nn.Conv1d(2, 4, 3, groups=2))[2]["groups"]
+    2
+    """
+    if not is_module(module):
         raise ParameterTypeError("module", "a torch.nn.Module", module)
-    if (n := _ndim(module, _CONV)) is not None:
-        assert isinstance(module, nn.modules.conv._ConvNd)
-        return LayerSpec._make(
-            "conv",
-            module.kernel_size,
-            module.stride,
-            module.padding,
-            module.dilation,
-            0,
-            n,
-            groups=module.groups,
-            padding_mode=module.padding_mode,
-            in_channels=module.in_channels,
-            out_channels=module.out_channels,
+    found = _kind(module)
+    if found is None:
+        raise UnsupportedModuleError(
+            path, type(module).__name__, list(SUPPORTED_MODULES), "convolution arithmetic"
         )
-    if (n := _ndim(module, _TCONV)) is not None:
-        assert isinstance(module, nn.modules.conv._ConvNd)
-        return LayerSpec._make(
-            "conv_transpose",
-            module.kernel_size,
-            module.stride,
-            module.padding,
-            module.dilation,
-            module.output_padding,
+    kind, n = found
+    m: Any = module
+    if kind in ("conv", "conv_transpose"):
+        return (
+            kind,
             n,
-            groups=module.groups,
-            in_channels=module.in_channels,
-            out_channels=module.out_channels,
+            {
+                "kernel_size": m.kernel_size,
+                "stride": m.stride,
+                "padding": m.padding,
+                "dilation": m.dilation,
+                "output_padding": m.output_padding if kind == "conv_transpose" else 0,
+                "groups": m.groups,
+                "padding_mode": m.padding_mode,
+                "in_channels": m.in_channels,
+                "out_channels": m.out_channels,
+            },
         )
-    if (n := _ndim(module, _MAX)) is not None:
-        m: Any = module
-        stride = m.stride if m.stride is not None else m.kernel_size
-        return LayerSpec._make(
-            "max_pool",
-            m.kernel_size,
-            stride,
-            m.padding,
-            m.dilation,
-            0,
-            n,
-            ceil_mode=bool(m.ceil_mode),
-        )
-    if (n := _ndim(module, _AVG)) is not None:
-        m = module
-        stride = m.stride if m.stride is not None else m.kernel_size
-        return LayerSpec._make(
-            "avg_pool",
-            m.kernel_size,
-            stride,
-            m.padding,
-            1,
-            0,
-            n,
-            ceil_mode=bool(m.ceil_mode),
-            count_include_pad=bool(m.count_include_pad),
-        )
-    raise UnsupportedModuleError(
-        path, type(module).__name__, list(SUPPORTED_MODULES), "convolution arithmetic"
+    stride = m.stride if m.stride is not None else m.kernel_size
+    rest: dict[str, Any] = {"ceil_mode": bool(m.ceil_mode)}
+    if kind == "avg_pool":
+        rest["count_include_pad"] = bool(m.count_include_pad)
+    return (
+        kind,
+        n,
+        {
+            "kernel_size": m.kernel_size,
+            "stride": stride,
+            "padding": m.padding,
+            "dilation": m.dilation if kind == "max_pool" else 1,
+            "output_padding": 0,
+            **rest,
+        },
     )

@@ -20,8 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from convlens._utils import as_tuple, check_positive
-from convlens.arithmetic.layer import LayerSpec, conv_output_length, pool_output_length
+from convlens.arithmetic.layer import LayerSpec, conv_transpose_output_length
 from convlens.errors import ParameterError, ParameterTypeError
 
 __all__ = [
@@ -78,27 +77,6 @@ class ConvInverse:
         return self.conv.padding_mode == "zeros"
 
 
-def _dim_output(spec: LayerSpec, dim: int, i: int) -> int | None:
-    """Output length of ``spec`` along ``dim`` for input length ``i``; None where PyTorch refuses."""
-    k, s, d = spec.kernel_size[dim], spec.stride[dim], spec.dilation[dim]
-    lo, hi = spec.padding_pairs()[dim]
-    if i < 1:
-        return None
-    if spec.kind == "conv_transpose":
-        return (i - 1) * s - 2 * lo + d * (k - 1) + spec.output_padding[dim] + 1
-    if spec.kind == "conv":
-        if spec.padding_mode == "reflect" and max(lo, hi) >= i:
-            return None
-        if spec.padding_mode == "circular" and max(lo, hi) > i:
-            return None
-        if i + lo + hi < d * (k - 1) + 1:
-            return None
-        o = conv_output_length(i, k, s, lo, hi, d)
-    else:
-        o = pool_output_length(i, k, s, lo, d, spec.ceil_mode)
-    return o if o >= 1 else None
-
-
 @functools.lru_cache(maxsize=4096)
 def _preimage(spec: LayerSpec, dim: int, o: int) -> tuple[int, ...]:
     k, s, d = spec.kernel_size[dim], spec.stride[dim], spec.dilation[dim]
@@ -106,13 +84,9 @@ def _preimage(spec: LayerSpec, dim: int, o: int) -> tuple[int, ...]:
     # o = floor((i + lo + hi - e) / s) + 1  =>  i in [(o-1)s + e - lo - hi, ... + s - 1];
     # ceil_mode moves that by less than one stride, so search one stride either side.
     base = (o - 1) * s + d * (k - 1) + 1 - lo - hi
-    return tuple(i for i in range(max(1, base - s), base + 2 * s) if _dim_output(spec, dim, i) == o)
-
-
-def _spatial(value: Any, ndim: int, name: str) -> tuple[int, ...]:
-    size = as_tuple(value, ndim, name)
-    check_positive(size, name)
-    return size
+    return tuple(
+        i for i in range(max(1, base - s), base + 2 * s) if spec.output_length(dim, i) == o
+    )
 
 
 def _check_spec(spec: Any, kinds: Sequence[str], name: str = "spec") -> LayerSpec:
@@ -132,7 +106,7 @@ def input_sizes_for(spec: LayerSpec, output_size: Any) -> tuple[tuple[int, ...],
     ((11, 12),)
     """
     spec = _check_spec(spec, ("conv", "max_pool", "avg_pool"))
-    out = _spatial(output_size, spec.ndim, "output_size")
+    out = spec.check_input_size(output_size, name="output_size")
     return tuple(_preimage(spec, dim, o) for dim, o in enumerate(out))
 
 
@@ -165,7 +139,7 @@ def colliding_input_sizes(spec: LayerSpec, input_size: Any) -> tuple[tuple[int, 
     ((11, 12),)
     """
     spec = _check_spec(spec, ("conv", "conv_transpose", "max_pool", "avg_pool"))
-    size = _spatial(input_size, spec.ndim, "input_size")
+    size = spec.check_input_size(input_size)
     if spec.kind == "conv_transpose":
         return input_sizes_for(_conv_of(spec), size)
     return input_sizes_for(spec, spec.output_size(size))
@@ -181,7 +155,7 @@ def transpose_size_range(spec: LayerSpec, input_size: Any) -> tuple[tuple[int, i
     ((11, 12),)
     """
     spec = _check_spec(spec, ("conv_transpose",))
-    size = _spatial(input_size, spec.ndim, "input_size")
+    size = spec.check_input_size(input_size)
     ranges = tuple((lo, lo + s - 1) for lo, s in zip(_min_sizes(spec, size), spec.stride))
     for dim, (_lo, hi) in enumerate(ranges):
         if hi < 1:
@@ -197,7 +171,7 @@ def transpose_size_range(spec: LayerSpec, input_size: Any) -> tuple[tuple[int, i
 def _min_sizes(spec: LayerSpec, size: tuple[int, ...]) -> tuple[int, ...]:
     """Transposed-conv output sizes with ``output_padding=0`` (may be < 1, as in PyTorch)."""
     return tuple(
-        (i - 1) * s - 2 * lo + d * (k - 1) + 1
+        conv_transpose_output_length(i, k, s, lo, d)
         for i, s, (lo, _), d, k in zip(
             size, spec.stride, spec.padding_pairs(), spec.dilation, spec.kernel_size
         )
@@ -224,8 +198,8 @@ def output_padding_for(spec: LayerSpec, input_size: Any, output_size: Any) -> tu
             raise ParameterError(
                 "output_size", f"{n} or {n + 2} values (spatial, or with N and C)", output_size
             )
-    size = _spatial(input_size, n, "input_size")
-    want = _spatial(output_size, n, "output_size")
+    size = spec.check_input_size(input_size)
+    want = spec.check_input_size(output_size, name="output_size")
     ranges = transpose_size_range(spec, size)
     for dim, (w, (lo, hi)) in enumerate(zip(want, ranges)):
         if not lo <= w <= hi:
@@ -255,7 +229,7 @@ def invert_conv(conv: LayerSpec, input_size: Any) -> ConvInverse:
     ((0, 1),)
     """
     conv = _check_spec(conv, ("conv",), "conv")
-    size = _spatial(input_size, conv.ndim, "input_size")
+    size = conv.check_input_size(input_size)
     out = conv.output_size(size)
     lows = tuple(lo for lo, _ in conv.padding_pairs())
     transpose = LayerSpec(

@@ -13,18 +13,37 @@ convolution arithmetic for deep learning*, arXiv:1603.07285.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch.nn as nn
-
-from convlens._utils import as_tuple, check_positive, infer_ndim
+from convlens._utils import as_tuple, check_int, check_positive, infer_ndim
+from convlens.arithmetic._modules import module_geometry
 from convlens.errors import ParameterError
+from convlens.index import PADDING_MODES
 
-__all__ = ["PADDING_MODES", "LayerKind", "LayerSpec", "conv_output_length", "pool_output_length"]
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+__all__ = [
+    "PADDING_MODES",
+    "LayerKind",
+    "LayerSpec",
+    "conv_output_length",
+    "conv_transpose_output_length",
+    "infer_ndim",
+    "pool_output_length",
+    "spec_from_module",
+]
 
 LayerKind = Literal["conv", "conv_transpose", "max_pool", "avg_pool"]
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 _KINDS = ("conv", "conv_transpose", "max_pool", "avg_pool")
+# the order in which output_size reports refusals (equal ranks: the first dimension)
+_RANK = {"transpose": 0, "reflect": 1, "circular": 1, "avg3d": 2, "kernel": 3, "input": 3}
+_NAMES = {
+    "conv": "a convolution",
+    "conv_transpose": "a transposed convolution",
+    "max_pool": "max pooling",
+    "avg_pool": "average pooling",
+}
 
 
 def conv_output_length(
@@ -37,6 +56,18 @@ def conv_output_length(
     """
     p_hi = p_lo if p_hi is None else p_hi
     return (i + p_lo + p_hi - d * (k - 1) - 1) // s + 1
+
+
+def conv_transpose_output_length(
+    i: int, k: int, s: int = 1, p: int = 0, d: int = 1, output_padding: int = 0
+) -> int:
+    """Output length of a transposed convolution along one dimension (may be < 1, as PyTorch's
+    formula): ``(i - 1)*s - 2p + d*(k-1) + output_padding + 1``.
+
+    >>> conv_transpose_output_length(6, 3, s=2, p=1, output_padding=1)
+    12
+    """
+    return (i - 1) * s - 2 * p + d * (k - 1) + output_padding + 1
 
 
 def pool_output_length(i: int, k: int, s: int, p: int, d: int = 1, ceil_mode: bool = False) -> int:
@@ -53,6 +84,19 @@ def pool_output_length(i: int, k: int, s: int, p: int, d: int = 1, ceil_mode: bo
     if ceil_mode and (out - 1) * s >= i + p:
         out -= 1
     return out
+
+
+def spec_from_module(module: nn.Module, path: str = "module") -> LayerSpec:
+    """The geometry of a conv, transposed-conv or pooling module (``path`` names it in errors).
+
+    >>> import torch.nn as nn
+    >>> spec_from_module(nn.Conv2d(3, 8, 5, stride=2)).output_size(32)
+    (14, 14)
+    """
+    kind, ndim, kwargs = module_geometry(module, path)
+    k = kwargs.pop("kernel_size")
+    s, p, d, op = (kwargs.pop(n) for n in ("stride", "padding", "dilation", "output_padding"))
+    return LayerSpec._make(kind, k, s, p, d, op, ndim, **kwargs)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -102,7 +146,9 @@ class LayerSpec:
                 )
             if self.kind != "conv":
                 raise ParameterError(
-                    "padding", f"ints for {self.kind} (strings are for conv only)", self.padding
+                    "padding",
+                    f"ints for {_NAMES[self.kind]} (strings are for conv only)",
+                    self.padding,
                 )
             if self.padding == "same" and any(s != 1 for s in self.stride):
                 raise ParameterError(
@@ -151,12 +197,11 @@ class LayerSpec:
                 )
             if self.kind == "avg_pool" and any(d != 1 for d in self.dilation):
                 raise ParameterError("dilation", "1 for average pooling", self.dilation)
-        if not isinstance(self.groups, int) or self.groups < 1:
-            raise ParameterError("groups", "a positive int", self.groups)
+        check_int(self.groups, "groups")
         for name in ("in_channels", "out_channels"):
             c = getattr(self, name)
-            if c is not None and (not isinstance(c, int) or c < 1):
-                raise ParameterError(name, "a positive int", c)
+            if c is not None:
+                check_int(c, name)
             if c is not None and c % self.groups:
                 raise ParameterError("groups", f"a divisor of {name}={c}", self.groups)
 
@@ -276,15 +321,20 @@ class LayerSpec:
         ceil_mode: bool = False,
         count_include_pad: bool = True,
         *,
+        dilation: Any = 1,
         ndim: int | None = None,
     ) -> LayerSpec:
-        """Average pooling (``nn.AvgPoolNd``); ``stride`` defaults to ``kernel_size``."""
+        """Average pooling (``nn.AvgPoolNd``); ``stride`` defaults to ``kernel_size``.
+
+        ``dilation`` must be 1 (PyTorch's average pooling has none); it is a parameter so that
+        a caller holding one gets the library's error.
+        """
         return cls._make(
             "avg_pool",
             kernel_size,
             kernel_size if stride is None else stride,
             padding,
-            1,
+            dilation,
             0,
             ndim,
             ceil_mode=bool(ceil_mode),
@@ -294,8 +344,6 @@ class LayerSpec:
     @classmethod
     def from_module(cls, module: nn.Module) -> LayerSpec:
         """The geometry of a Conv1/2/3d, ConvTranspose1/2/3d, MaxPool1/2/3d or AvgPool1/2/3d."""
-        from convlens.arithmetic._modules import spec_from_module
-
         return spec_from_module(module)
 
     def replace(self, **changes: Any) -> LayerSpec:
@@ -328,15 +376,52 @@ class LayerSpec:
             return tuple((t // 2, t - t // 2) for t in totals)
         return tuple((p, p) for p in self.padding)
 
-    def check_input_size(self, input_size: Any) -> tuple[int, ...]:
-        """``input_size`` (an int or one int per dimension) as a tuple of positive ints.
+    def check_input_size(self, input_size: Any, *, name: str = "input_size") -> tuple[int, ...]:
+        """A spatial size (an int or one int per dimension) as a tuple of positive ints.
+
+        ``name`` is the parameter named in the error (``output_size`` for a size wanted out).
 
         >>> LayerSpec.conv(3).check_input_size(5)
         (5, 5)
         """
-        size = as_tuple(input_size, self.ndim, "input_size")
-        check_positive(size, "input_size")
+        size = as_tuple(input_size, self.ndim, name)
+        check_positive(size, name)
         return size
+
+    def output_length(self, dim: int, i: int) -> int | None:
+        """Output length along ``dim`` for input length ``i``; ``None`` where PyTorch refuses.
+
+        >>> LayerSpec.conv(3, stride=2, ndim=1).output_length(0, 7), LayerSpec.conv(5).output_length(0, 3)
+        (3, None)
+        """
+        return self._length(dim, i)[0]
+
+    def _length(self, dim: int, i: int) -> tuple[int | None, str | None]:
+        """``(length, None)``, or ``(None, reason)`` with the rule that refuses ``i``."""
+        k, s, d = self.kernel_size[dim], self.stride[dim], self.dilation[dim]
+        lo, hi = self.padding_pairs()[dim]
+        if i < 1:
+            return None, "input"
+        if self.kind == "conv_transpose":
+            o = conv_transpose_output_length(i, k, s, lo, d, self.output_padding[dim])
+            return (o, None) if o >= 1 else (None, "transpose")
+        if self.kind == "conv":
+            if self.padding_mode == "reflect" and max(lo, hi) >= i:
+                return None, "reflect"
+            if self.padding_mode == "circular" and max(lo, hi) > i:
+                return None, "circular"
+        if self.kind == "avg_pool" and self.ndim == 3 and i < k:
+            return None, "avg3d"
+        e = d * (k - 1) + 1
+        if self.kind == "conv":
+            o = conv_output_length(i, k, s, lo, hi, d)
+        else:
+            o = pool_output_length(i, k, s, lo, d, self.ceil_mode)
+        # A pooling window may hang over the padded input with ceil_mode (PyTorch allows
+        # it as long as the window starts inside), so only o < 1 is an error there.
+        if i + lo + hi < e and (self.kind == "conv" or o < 1):
+            return None, "kernel"
+        return (o, None) if o >= 1 else (None, "input")
 
     def output_size(self, input_size: Any) -> tuple[int, ...]:
         """Spatial output size for spatial ``input_size``, exactly as PyTorch computes it.
@@ -348,71 +433,63 @@ class LayerSpec:
         (12, 12)
         """
         size = self.check_input_size(input_size)
+        results = [self._length(dim, i) for dim, i in enumerate(size)]
+        refused = [(_RANK[r], dim, r) for dim, (_, r) in enumerate(results) if r is not None]
+        if refused:  # the first refusal in the order PyTorch checks: by rule, then dimension
+            _, dim, reason = min(refused)
+            raise self._refusal(reason, dim, size)
+        return tuple(o for o, _ in results if o is not None)
+
+    def _refusal(self, reason: str, dim: int, size: tuple[int, ...]) -> ParameterError:
         pads = self.padding_pairs()
-        if self.kind == "conv_transpose":
+        if reason == "transpose":
             sizes = tuple(
-                (i - 1) * s - 2 * lo + d * (k - 1) + op + 1
+                conv_transpose_output_length(i, k, s, lo, d, op)
                 for i, s, (lo, _), d, k, op in zip(
                     size, self.stride, pads, self.dilation, self.kernel_size, self.output_padding
                 )
             )
-            if any(o < 1 for o in sizes):
-                raise ParameterError(
-                    "padding",
-                    "a padding that leaves at least one output of the transposed convolution",
-                    self.padding if self.ndim > 1 else self.padding[0],
-                    hint=f"input_size={size} gives output size {sizes}",
-                )
-            return sizes
-        if self.kind == "conv" and self.padding_mode in ("reflect", "circular"):
-            for i, (lo, hi) in zip(size, pads):
-                limit_ok = max(lo, hi) < i if self.padding_mode == "reflect" else max(lo, hi) <= i
-                if not limit_ok:
-                    rel = "smaller than" if self.padding_mode == "reflect" else "at most"
-                    raise ParameterError(
-                        "padding",
-                        f"a value {rel} the input size {size} with "
-                        f"padding_mode={self.padding_mode!r}",
-                        self.padding,
-                    )
-        if (
-            self.kind == "avg_pool"
-            and self.ndim == 3
-            and any(i < k for i, k in zip(size, self.kernel_size))
-        ):
-            raise ParameterError(
+            return ParameterError(
+                "padding",
+                "a padding that leaves at least one output of the transposed convolution",
+                self.padding if self.ndim > 1 else self.padding[0],
+                hint=f"input_size={size} gives output size {sizes}",
+            )
+        if reason in ("reflect", "circular"):
+            rel = "smaller than" if reason == "reflect" else "at most"
+            return ParameterError(
+                "padding",
+                f"a value {rel} the input size {size} with padding_mode={self.padding_mode!r}",
+                self.padding,
+            )
+        if reason == "avg3d":
+            return ParameterError(
                 "kernel_size",
                 f"a kernel no larger than the unpadded input {size} "
                 "(PyTorch's 3-D average pooling checks it)",
                 self.kernel_size,
             )
-        out = []
-        for i, (lo, hi), e, k, s, d in zip(
-            size, pads, self.effective_kernel, self.kernel_size, self.stride, self.dilation
-        ):
-            if self.kind == "conv":
-                o = conv_output_length(i, k, s, lo, hi, d)
-            else:
-                o = pool_output_length(i, k, s, lo, d, self.ceil_mode)
-            # A pooling window may hang over the padded input with ceil_mode (PyTorch allows
-            # it as long as the window starts inside), so only o < 1 is an error there.
-            if i + lo + hi < e and (self.kind == "conv" or o < 1):
-                raise ParameterError(
-                    "kernel_size",
-                    f"an effective kernel (dilation*(kernel-1)+1 = {e}) no larger "
-                    f"than the padded input ({i}+{lo}+{hi} = {i + lo + hi})",
-                    self.kernel_size,
-                    hint=f"input_size={size}",
-                )
-            if o < 1:
-                raise ParameterError(
-                    "input_size",
-                    "an input large enough for one output",
-                    size,
-                    hint=f"output would be {o}",
-                )
-            out.append(o)
-        return tuple(out)
+        i, (lo, hi), e = size[dim], pads[dim], self.effective_kernel[dim]
+        if reason == "kernel":
+            return ParameterError(
+                "kernel_size",
+                f"an effective kernel (dilation*(kernel-1)+1 = {e}) no larger "
+                f"than the padded input ({i}+{lo}+{hi} = {i + lo + hi})",
+                self.kernel_size,
+                hint=f"input_size={size}",
+            )
+        o = (
+            conv_output_length(
+                i, self.kernel_size[dim], self.stride[dim], lo, hi, self.dilation[dim]
+            )
+            if self.kind == "conv"
+            else pool_output_length(
+                i, self.kernel_size[dim], self.stride[dim], lo, self.dilation[dim], self.ceil_mode
+            )
+        )
+        return ParameterError(
+            "input_size", "an input large enough for one output", size, hint=f"output would be {o}"
+        )
 
     def formula(self, input_size: Any) -> tuple[str, ...]:
         """Per dimension, the output-size formula and the same with the numbers filled in.
@@ -491,3 +568,56 @@ class LayerSpec:
         if self.padding_mode != "zeros":
             parts.append(self.padding_mode)
         return " ".join(parts)
+
+    def summary(self) -> str:
+        """A one-line description with PyTorch's argument names (1-D values as plain ints).
+
+        >>> LayerSpec.conv(3, stride=2, padding=1, ndim=1).summary()
+        'conv (1-D) kernel=3 stride=2 padding=1'
+        """
+        parts = [f"kernel={_one(self.kernel_size)}", f"stride={_one(self.stride)}"]
+        pad = self.padding if isinstance(self.padding, str) else _one(self.padding)
+        parts.append(f"padding={pad}")
+        if any(d != 1 for d in self.dilation):
+            parts.append(f"dilation={_one(self.dilation)}")
+        if any(self.output_padding):
+            parts.append(f"output_padding={_one(self.output_padding)}")
+        if self.groups != 1:
+            parts.append(f"groups={self.groups}")
+        if self.ceil_mode:
+            parts.append("ceil_mode")
+        if self.padding_mode != "zeros":
+            parts.append(f"padding_mode={self.padding_mode!r}")
+        return f"{self.kind} ({self.ndim}-D) " + " ".join(parts)
+
+    def torch_call(self) -> str:
+        """The PyTorch module call with this geometry (channels as ``C_in``, ``C_out`` where
+        unknown), e.g. to print the transposed conv that undoes a conv.
+
+        >>> LayerSpec.conv_transpose(3, stride=2, padding=1, output_padding=1, ndim=1).torch_call()
+        'ConvTranspose1d(kernel_size=3, stride=2, padding=1, output_padding=1)'
+        """
+        name = {"conv": "Conv", "conv_transpose": "ConvTranspose", "max_pool": "MaxPool"}.get(
+            self.kind, "AvgPool"
+        )
+        pad = repr(self.padding) if isinstance(self.padding, str) else _one(self.padding)
+        args = [f"kernel_size={_one(self.kernel_size)}", f"stride={_one(self.stride)}"]
+        args.append(f"padding={pad}")
+        if self.kind == "conv_transpose":
+            args.append(f"output_padding={_one(self.output_padding)}")
+        if any(d != 1 for d in self.dilation):
+            args.append(f"dilation={_one(self.dilation)}")
+        if self.groups != 1:
+            args.append(f"groups={self.groups}")
+        if self.ceil_mode:
+            args.append("ceil_mode=True")
+        if self.padding_mode != "zeros":
+            args.append(f"padding_mode={self.padding_mode!r}")
+        if self.kind == "avg_pool" and not self.count_include_pad:
+            args.append("count_include_pad=False")
+        return f"{name}{self.ndim}d({', '.join(args)})"
+
+
+def _one(values: tuple[int, ...]) -> int | tuple[int, ...]:
+    """One value for a 1-D tuple, else the tuple."""
+    return values[0] if len(values) == 1 else values

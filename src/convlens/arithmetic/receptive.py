@@ -31,65 +31,86 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn as nn
+import numpy as np
 
-from convlens._utils import as_tuple, check_positive
-from convlens.arithmetic._modules import SUPPORTED_MODULES, is_geometric, spec_from_module
-from convlens.arithmetic.layer import LayerSpec
+from convlens._utils import as_tuple, check_int
+from convlens.arithmetic._modules import SUPPORTED_MODULES, is_geometric, is_module
+from convlens.arithmetic.layer import LayerSpec, spec_from_module
 from convlens.errors import (
     ParameterError,
     ParameterTypeError,
     UnsupportedModuleError,
 )
+from convlens.index import axis_triples
+
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 __all__ = [
-    "ELEMENTWISE_MODULES",
     "Box",
     "ReceptiveField",
     "TracedLayer",
+    "elementwise_modules",
     "receptive_fields",
     "torchvision_architecture",
     "trace_chain",
     "unit_box",
 ]
 
-#: Modules skipped when walking a model: they act per position (per pixel, or across channels
-#: only), so they leave receptive fields unchanged. BatchNorm counts as per-position, as it is
-#: in eval mode.
-ELEMENTWISE_MODULES: tuple[type[nn.Module], ...] = (
-    nn.Identity,
-    nn.Flatten,
-    nn.modules.dropout._DropoutNd,
-    nn.modules.batchnorm._BatchNorm,
-    nn.LocalResponseNorm,
-    nn.Softmax2d,
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.RReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Sigmoid,
-    nn.Tanh,
-    nn.Hardtanh,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-    nn.Softplus,
-    nn.Softsign,
-    nn.Tanhshrink,
-    nn.Threshold,
-    nn.LogSigmoid,
-    nn.Hardshrink,
-    nn.Softshrink,
-)
+
+@functools.lru_cache(maxsize=1)
+def elementwise_modules() -> tuple[type[nn.Module], ...]:
+    """Modules skipped when walking a model: they act per position (per pixel, or across
+    channels only), so they leave receptive fields unchanged. BatchNorm counts as per-position,
+    as it is in eval mode. (Also ``ELEMENTWISE_MODULES``, built on first use: it imports torch.)
+
+    >>> import torch.nn as nn
+    >>> nn.ReLU in elementwise_modules()
+    True
+    """
+    import torch.nn as nn
+
+    return (
+        nn.Identity,
+        nn.Flatten,
+        nn.modules.dropout._DropoutNd,
+        nn.modules.batchnorm._BatchNorm,
+        nn.LocalResponseNorm,
+        nn.Softmax2d,
+        nn.ReLU,
+        nn.ReLU6,
+        nn.LeakyReLU,
+        nn.PReLU,
+        nn.RReLU,
+        nn.ELU,
+        nn.SELU,
+        nn.CELU,
+        nn.GELU,
+        nn.SiLU,
+        nn.Mish,
+        nn.Sigmoid,
+        nn.Tanh,
+        nn.Hardtanh,
+        nn.Hardswish,
+        nn.Hardsigmoid,
+        nn.Softplus,
+        nn.Softsign,
+        nn.Tanhshrink,
+        nn.Threshold,
+        nn.LogSigmoid,
+        nn.Hardshrink,
+        nn.Softshrink,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ELEMENTWISE_MODULES":
+        return elementwise_modules()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _RF_MODULES = [n for n in SUPPORTED_MODULES if "Transpose" not in n]
 _CHAIN = "receptive fields (a chain of conv/pool layers with only per-position modules between)"
 
@@ -223,7 +244,7 @@ def _walk_module(model: nn.Module) -> _Walk:
                 )
             entries.append((path, spec))
             resolve[path] = len(entries) - 1
-        elif isinstance(module, ELEMENTWISE_MODULES) and barrier is None:
+        elif isinstance(module, elementwise_modules()) and barrier is None:
             resolve[path] = len(entries) - 1
         else:
             if barrier is None:
@@ -243,7 +264,7 @@ def _walk_module(model: nn.Module) -> _Walk:
 
 
 def _walk(chain: Any) -> _Walk:
-    if isinstance(chain, nn.Module):
+    if is_module(chain):
         walk = _walk_module(chain)
     elif isinstance(chain, Sequence) and not isinstance(chain, str):
         items: list[tuple[str, LayerSpec]] = []
@@ -303,12 +324,6 @@ def _fields(
     return tuple(out)
 
 
-def _input_size(input_size: Any, ndim: int) -> tuple[int, ...]:
-    size = as_tuple(input_size, ndim, "input_size")
-    check_positive(size, "input_size")
-    return size
-
-
 def receptive_fields(chain: Any, input_size: Any = None) -> list[ReceptiveField]:
     """Receptive field size, jump and start of every conv/pool layer of ``chain``.
 
@@ -327,7 +342,7 @@ def receptive_fields(chain: Any, input_size: Any = None) -> list[ReceptiveField]
     ((7, 7), (4, 4), (0.0, 0.0), (2, 2))
     """
     walk = _walk(chain)
-    size = None if input_size is None else _input_size(input_size, walk.entries[0][1].ndim)
+    size = None if input_size is None else walk.entries[0][1].check_input_size(input_size)
     return list(_fields(walk.entries, size))
 
 
@@ -363,19 +378,25 @@ def _support(
 ) -> tuple[int, int] | None:
     """``[min, max + 1)`` of the input pixels along ``dim`` that a unit reads, None if none.
 
-    Walks the windows down the chain, keeping only indices inside each layer's input, so
-    pixels that floor division drops (and padding) are left out.
+    Walks the windows (:func:`convlens.index.axis_triples`, zeros semantics: padding is read
+    by no pixel) down the chain, so pixels that floor division drops are left out.
     """
     sizes = [input_size[dim]]
-    sizes += [out[dim] for out in _outputs(entries, input_size)[:-1]]
-    reached = {position}
-    for (_, spec), n_in in zip(reversed(entries), reversed(sizes)):
-        k, s, d = spec.kernel_size[dim], spec.stride[dim], spec.dilation[dim]
-        lo = spec.padding_pairs()[dim][0]
-        reached = {j for x in reached for t in range(k) if 0 <= (j := x * s - lo + t * d) < n_in}
-        if not reached:
+    sizes += [out[dim] for out in _outputs(entries, input_size)]
+    reached = np.zeros(sizes[-1], dtype=bool)
+    reached[position] = True
+    for (_, spec), n_in, n_out in zip(reversed(entries), reversed(sizes[:-1]), reversed(sizes[1:])):
+        t = axis_triples(
+            n_in, spec.kernel_size[dim], spec.stride[dim], spec.padding_pairs()[dim],
+            spec.dilation[dim], "zeros", out_length=n_out,
+        )  # fmt: skip
+        below = np.zeros(n_in, dtype=bool)
+        below[t.inp[reached[t.out]]] = True
+        if not below.any():
             return None
-    return min(reached), max(reached) + 1
+        reached = below
+    hits = np.flatnonzero(reached)
+    return int(hits[0]), int(hits[-1]) + 1
 
 
 def _outputs(
@@ -403,7 +424,7 @@ def unit_box(chain: Any, layer: Any, position: Any, input_size: Any) -> Box:
     """
     walk = _walk(chain)
     index = _resolve(walk, layer)
-    size = _input_size(input_size, walk.entries[0][1].ndim)
+    size = walk.entries[0][1].check_input_size(input_size)
     field = _fields(walk.entries, size)[index]
     assert field.output_size is not None  # computed from size
     pos = as_tuple(position, field.spec.ndim, "position")
@@ -464,20 +485,23 @@ def trace_chain(model: nn.Module, input_size: Any, channels: int = 3) -> list[Tr
     :class:`~convlens.errors.UnsupportedModuleError` (a necessary check, not a proof that the
     model is a chain). Hooks are removed even when the forward raises.
 
+    >>> import torch.nn as nn
     >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.MaxPool2d(2))
     >>> [(t.field.path, t.output_shape) for t in trace_chain(net, 9)]
     [('0', (4, 4, 4)), ('2', (4, 2, 2))]
     """
-    if not isinstance(model, nn.Module):
+    import torch
+
+    if not is_module(model):
         raise ParameterTypeError("model", "an nn.Module", model)
-    check_positive((channels,), "channels")
+    check_int(channels, "channels")
     fields = receptive_fields(model, input_size)
-    size = _input_size(input_size, fields[0].spec.ndim)
+    size = fields[0].spec.check_input_size(input_size)
     modules = dict(model.named_modules())
     seen: dict[str, list[tuple[tuple[int, ...], tuple[int, ...]]]] = {f.path: [] for f in fields}
 
     def hook(path: str) -> Any:
-        def record(_module: nn.Module, args: Any, output: Any) -> None:
+        def record(_module: Any, args: Any, output: Any) -> None:
             seen[path].append((tuple(args[0].shape), tuple(output.shape)))
 
         return record
@@ -538,6 +562,7 @@ def torchvision_architecture(name: str, *, device: Any = "meta") -> nn.Module:
     """
     import difflib
 
+    import torch
     import torchvision
 
     if not isinstance(name, str):

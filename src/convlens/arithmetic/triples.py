@@ -15,10 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 from convlens.arithmetic.layer import LayerSpec
-from convlens.errors import ParameterTypeError
-from convlens.index import AxisTriples, axis_triples
+from convlens.errors import ParameterError, ParameterTypeError
+from convlens.index import AxisTriples, ConvEntries, axis_triples, conv_entries, grid_triples
 
-__all__ = ["layer_triples"]
+__all__ = ["layer_entries", "layer_triples"]
 
 
 def layer_triples(spec: LayerSpec, input_size: Any) -> tuple[AxisTriples, ...]:
@@ -47,3 +47,26 @@ def layer_triples(spec: LayerSpec, input_size: Any) -> tuple[AxisTriples, ...]:
             size, out, spec.kernel_size, spec.stride, spec.padding_pairs(), spec.dilation
         )
     )
+
+
+def layer_entries(spec: LayerSpec, input_size: Any) -> ConvEntries:
+    """The non-zeros of the matrix ``C`` of a conv (or of the conv a transposed conv transposes).
+
+    For a conv, ``C`` maps vec(input) to vec(output); for a transposed conv applied to
+    ``input_size``, ``C`` is its adjoint conv's (from the transposed output to ``input_size``),
+    whose transpose the transposed conv is. Channels default to one per group where the spec
+    does not know them. Taps that coincide (reflect, replicate, circular) stay separate entries.
+
+    >>> e = layer_entries(LayerSpec.conv(2, ndim=1), 3)
+    >>> e.shape, e.out.tolist(), e.inp.tolist(), e.weight_index.tolist()
+    ((2, 3), [0, 0, 1, 1], [0, 1, 1, 2], [0, 1, 0, 1])
+    """
+    if not isinstance(spec, LayerSpec):
+        raise ParameterTypeError("spec", "a LayerSpec", spec)
+    if spec.kind not in ("conv", "conv_transpose"):
+        raise ParameterError("spec", "a LayerSpec of kind conv or conv_transpose", spec.kind)
+    c_in = spec.in_channels if spec.in_channels is not None else spec.groups
+    c_out = spec.out_channels if spec.out_channels is not None else spec.groups
+    if spec.kind == "conv_transpose":
+        c_in, c_out = c_out, c_in
+    return conv_entries(grid_triples(layer_triples(spec, input_size)), c_in, c_out, spec.groups)

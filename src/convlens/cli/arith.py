@@ -12,6 +12,7 @@ import click
 from convlens.arithmetic import (
     LayerSpec,
     colliding_input_sizes,
+    infer_ndim,
     invert_conv,
     output_padding_for,
     torchvision_architecture,
@@ -49,9 +50,8 @@ PADDING = _Ints(("same", "valid"))
 
 
 def _ndim(dims: int | None, *values: Any) -> int:
-    if dims is not None:
-        return dims
-    return max((len(v) for v in values if isinstance(v, tuple)), default=1)
+    # a calculator: a plain number is a length (1-D) unless a comma list or --dims says more
+    return dims if dims is not None else infer_ndim(*values, default=1)
 
 
 def _show(values: tuple[int, ...] | list[int]) -> str:
@@ -60,31 +60,6 @@ def _show(values: tuple[int, ...] | list[int]) -> str:
 
 def _per_dim(values: tuple[Any, ...]) -> Any:
     return values[0] if len(values) == 1 else values
-
-
-def _header(spec: LayerSpec) -> str:
-    parts = [f"kernel={_per_dim(spec.kernel_size)}", f"stride={_per_dim(spec.stride)}"]
-    pad = spec.padding if isinstance(spec.padding, str) else _per_dim(spec.padding)
-    parts.append(f"padding={pad}")
-    if any(d != 1 for d in spec.dilation):
-        parts.append(f"dilation={_per_dim(spec.dilation)}")
-    if any(spec.output_padding):
-        parts.append(f"output_padding={_per_dim(spec.output_padding)}")
-    if spec.ceil_mode:
-        parts.append("ceil_mode")
-    return f"{spec.kind} ({spec.ndim}-D) " + " ".join(parts)
-
-
-def _tconv(spec: LayerSpec) -> str:
-    args = [
-        f"kernel_size={_per_dim(spec.kernel_size)}",
-        f"stride={_per_dim(spec.stride)}",
-        f"padding={_per_dim(spec.padding)}",  # type: ignore[arg-type]
-        f"output_padding={_per_dim(spec.output_padding)}",
-    ]
-    if any(d != 1 for d in spec.dilation):
-        args.append(f"dilation={_per_dim(spec.dilation)}")
-    return f"ConvTranspose{spec.ndim}d({', '.join(args)})"
 
 
 def _formulas(spec: LayerSpec, size: tuple[int, ...]) -> None:
@@ -133,10 +108,10 @@ def conv_cmd(
     n = _ndim(dims, input_size, kernel, stride, padding, dilation)
     spec = LayerSpec.conv(kernel, stride, padding, dilation, ndim=n)
     inv = invert_conv(spec, input_size)
-    click.echo(_header(spec))
+    click.echo(spec.summary())
     click.echo(f"input {_show(inv.input_size)} -> output {_show(inv.conv_output_size)}")
     _formulas(spec, inv.input_size)
-    click.echo(f"undo with {_tconv(inv.transpose)}")
+    click.echo(f"undo with {inv.transpose.torch_call()}")
     if inv.output_size is not None:
         click.echo(f"  or in forward: tconv(y, output_size={list(inv.output_size)})")
     else:
@@ -181,7 +156,7 @@ def transpose_cmd(
         spec = spec.replace(output_padding=output_padding_for(spec, input_size, output_size))
     size = spec.check_input_size(input_size)
     out = spec.output_size(size)
-    click.echo(_header(spec))
+    click.echo(spec.summary())
     click.echo(f"input {_show(size)} -> output {_show(out)}")
     _formulas(spec, size)
     ranges = transpose_size_range(spec, size)
@@ -212,14 +187,12 @@ def pool_cmd(
     """Output size of max or average pooling and the input sizes that collide."""
     n = _ndim(dims, input_size, kernel, stride, padding, dilation)
     if avg:
-        if dilation not in (1, (1,) * n):
-            raise ParameterError("dilation", "1 for average pooling", dilation)
-        spec = LayerSpec.avg_pool(kernel, stride, padding, ceil_mode, ndim=n)
+        spec = LayerSpec.avg_pool(kernel, stride, padding, ceil_mode, dilation=dilation, ndim=n)
     else:
         spec = LayerSpec.max_pool(kernel, stride, padding, dilation, ceil_mode, ndim=n)
     size = spec.check_input_size(input_size)
     out = spec.output_size(size)
-    click.echo(_header(spec))
+    click.echo(spec.summary())
     click.echo(f"input {_show(size)} -> output {_show(out)}")
     _formulas(spec, size)
     _collisions(colliding_input_sizes(spec, size), "input sizes", out)
@@ -239,7 +212,7 @@ def model_cmd(name: str, input_size: Any, channels: int) -> None:
     from rich.table import Table
 
     layers = trace_chain(torchvision_architecture(name), input_size, channels)
-    spatial = _input(input_size, layers[0].field.spec.ndim)
+    spatial = layers[0].field.spec.check_input_size(input_size)
     table = Table(title=f"{name}, input {_show((channels, *spatial))}")
     for col in ("path", "type", "output", "RF", "jump", "start"):
         table.add_column(col, justify="left" if col in ("path", "type") else "right")
@@ -254,10 +227,6 @@ def model_cmd(name: str, input_size: Any, channels: int) -> None:
             " x ".join(f"{s:g}" for s in f.start),
         )
     Console(width=100).print(table)
-
-
-def _input(input_size: Any, n: int) -> tuple[int, ...]:
-    return tuple(input_size) if isinstance(input_size, tuple) else (input_size,) * n
 
 
 def register(group: click.Group) -> None:
