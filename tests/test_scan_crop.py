@@ -12,14 +12,14 @@ from torchvision.models import alexnet, vgg16
 
 from convlens.arithmetic.receptive import unit_box
 from convlens.deconvnet import Target, project
-from convlens.errors import ParameterError, UnsupportedModuleError
-from convlens.scan.crop import (
+from convlens.deconvnet.cone import (
     chain_of,
     cone_projections,
     cropped_projections,
     extract_windows,
-    project_top,
 )
+from convlens.errors import ParameterError, UnsupportedModuleError
+from convlens.scan.crop import project_top
 from convlens.scan.grid import write_figures
 from convlens.scan.run import scan
 
