@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "figure",
         "Draw the kernel sliding (conv), the transposed conv (scatter or fractional) and C.",
     ),
+    "lint": ("lint", "Checkerboard overlap, size ambiguity and aliasing of a model."),
     "project": (
         "project",
         "Project activations of IMAGE... back to pixel space (Zeiler & Fergus, arXiv:1311.2901).",

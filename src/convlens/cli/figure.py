@@ -146,5 +146,48 @@ def matrix_cmd(
     _save(scene, out, None, 2.0)
 
 
+@figure.command("overlap")
+@click.option("--kernel", "kernel_size", type=INTS, required=True, help="Kernel size.")
+@click.option("--stride", type=INTS, default=1, show_default=True)
+@click.option("--padding", type=INTS, default=0, show_default=True, help="Zero padding.")
+@click.option("--dilation", type=INTS, default=1, show_default=True)
+@click.option("--output-padding", type=INTS, default=0, show_default=True)
+@click.option(
+    "--input", "input_size", type=INTS, default=4, show_default=True, help="Input size."
+)
+@click.option("--dims", type=click.IntRange(1, 2), default=2, show_default=True)
+@click.option(
+    "--layers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Also draw the compounded map of this many copies of the layer.",
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False), required=True, help="Output file: .png or .svg."
+)
+def overlap_cmd(
+    kernel_size: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    output_padding: Any,
+    input_size: Any,
+    dims: int,
+    layers: int,
+    out: str,
+) -> None:
+    """The overlap (checkerboard) map of a transposed conv, and of a stack of them, as heat maps."""
+    from convlens.arithmetic import LayerSpec
+    from convlens.figures.overlap import OverlapPanel, save_overlap_figure
+    from convlens.lint import overlap_panels
+
+    spec = LayerSpec.conv_transpose(
+        kernel_size, stride, padding, output_padding, 1, dilation, ndim=dims
+    )
+    panels = [OverlapPanel(**p) for p in overlap_panels(spec, input_size, layers=layers)]
+    click.echo(f"wrote {save_overlap_figure(panels, out)}")
+
+
 def register(group: click.Group) -> None:
     group.add_command(figure)
