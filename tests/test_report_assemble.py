@@ -17,19 +17,19 @@ from hypothesis import strategies as st
 from matplotlib import colormaps
 from torch import nn
 
+from convlens.analysis.filters import conv_layers
 from convlens.cli._options import parse_channels
 from convlens.errors import ParameterError
-from convlens.report.assemble import (
-    SubsetView,
-    conv_layers,
-    dataset_accuracy,
+from convlens.report.pictures import patch_pictures
+from convlens.report.sections import (
     default_occlusion_geometry,
     describe_module,
     filter_section,
-    occlusion_indices,
     occlusion_section,
-    patch_pictures,
 )
+from convlens.scan.accuracy import dataset_accuracy
+from convlens.scan.data import SubsetView
+from convlens.scan.data import spread_over_labels as occlusion_indices
 
 
 def small_net(seed: int = 0, in_channels: int = 3) -> nn.Module:
@@ -257,8 +257,8 @@ def test_assemble_restores_train_mode_and_checks_layers() -> None:
 def test_a_crashed_report_resumes_its_scan_and_cleans_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from convlens.report import assemble as assemble_module
-    from convlens.report.assemble import build_report, scan_work_dir
+    from convlens.pipeline import top as pipeline_top
+    from convlens.report.build import build_report, scan_work_dir
 
     net, data, out = small_net(7), _tiny_data(8), tmp_path / "report"
     forwarded: list[int] = []
@@ -270,7 +270,7 @@ def test_a_crashed_report_resumes_its_scan_and_cleans_up(
         raise RuntimeError("power cut after the scan")
 
     with monkeypatch.context() as patch:
-        patch.setattr(assemble_module, "_project_in_chunks", crash)
+        patch.setattr(pipeline_top, "project_in_chunks", crash)
         with pytest.raises(RuntimeError, match="power cut"):
             build_report(net, data, out, **options)
     assert not out.exists()

@@ -155,12 +155,11 @@ def test_errors_are_one_line_and_leave_nothing(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import importlib
+    from convlens.pipeline import top as pipeline_top  # the pipeline's scan call
 
-    scan_package = importlib.import_module("convlens.scan")  # convlens.scan is the function
-    real_scan = scan_package.scan
+    real_scan = pipeline_top.scan
     calls: list[int] = []
-    monkeypatch.setattr(scan_package, "scan", lambda *a, **k: calls.append(1) or real_scan(*a, **k))
+    monkeypatch.setattr(pipeline_top, "scan", lambda *a, **k: calls.append(1) or real_scan(*a, **k))
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")

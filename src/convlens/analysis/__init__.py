@@ -8,6 +8,7 @@ torch.Size([4, 2])
 
 from convlens.analysis.filters import (
     FilterStats,
+    conv_layers,
     filter_arrays,
     filter_grid,
     filter_grid_image,
@@ -29,6 +30,7 @@ from convlens.analysis.occlusion import (
 __all__ = [
     "FilterStats",
     "OcclusionResult",
+    "conv_layers",
     "default_layer",
     "filter_arrays",
     "filter_grid",

@@ -24,6 +24,7 @@ from convlens.errors import ParameterError, ParameterTypeError
 
 __all__ = [
     "FilterStats",
+    "conv_layers",
     "filter_arrays",
     "filter_grid",
     "filter_grid_image",
@@ -44,6 +45,15 @@ def filter_rms(weight: Tensor) -> Tensor:
     [1.0, 1.0, 1.0]
     """
     return weight.detach().flatten(1).pow(2).mean(1).sqrt()
+
+
+def conv_layers(model: nn.Module) -> list[str]:
+    """The module paths of ``model``'s ``Conv1d/2d/3d`` layers, in registration order.
+
+    >>> conv_layers(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 1)))
+    ['0', '2']
+    """
+    return [name for name, module in model.named_modules() if isinstance(module, _CONVS)]
 
 
 def first_conv(model: nn.Module) -> tuple[str, nn.Module]:

@@ -81,7 +81,7 @@ def _finish(index: Path) -> None:
 def report_command(ctx: click.Context, **opts: Any) -> None:
     """Scan a dataset and write a browsable HTML report: per layer the top-k projections
     beside their image patches, the first-layer filters, occlusion maps and a summary."""
-    from convlens.report.assemble import run_report
+    from convlens.report.build import run_report
 
     layers = [s.strip() for s in opts["layers"].split(",") if s.strip()] if opts["layers"] else None
     channels = parse_channels(opts["channels"]) if opts["channels"] else None
@@ -126,17 +126,10 @@ def report_command(ctx: click.Context, **opts: Any) -> None:
 def demo_command(ctx: click.Context, out: Path, quick: bool, device: str, quiet: bool) -> None:
     """The report for the embedded demo CNN (trained on Fashion-MNIST) on the bundled test
     sample: no model, no data, nothing downloaded."""
-    from convlens.report.assemble import DEMO_FULL, DEMO_QUICK, run_report
+    from convlens.report.build import run_demo
 
-    settings = DEMO_QUICK if quick else DEMO_FULL
-    index = run_report(
-        "demo",
-        "demo",
-        out,
-        command=_command_line(ctx),
-        device=device,
-        progress=not quiet,
-        **settings,
+    index = run_demo(
+        out, command=_command_line(ctx), quick=quick, device=device, progress=not quiet
     )
     _finish(index)
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import click
 
 from convlens.cli._options import DATA_HELP, model_options, parse_channels, rule_option
-from convlens.scan.crop import METHODS
+from convlens.scan import METHODS
 
 
 @click.command("scan")
@@ -71,55 +68,36 @@ def scan_command(
     grid_<layer>.png (per channel the projections beside the patches), layers/<layer>/ch<c>/
     per item and figures.json.
     """
-    from convlens.models import load_model
-    from convlens.scan.checkpoint import atomic_write_text
-    from convlens.scan.crop import project_top
-    from convlens.scan.data import open_dataset
-    from convlens.scan.distributed import detect
-    from convlens.scan.grid import write_figures
-    from convlens.scan.run import scan
+    from convlens.pipeline import run_scan
 
-    wanted = list(parse_channels(channels)) if channels else None
-    info = detect()
-    if info.active and device == "cuda":  # one GPU per torchrun process
-        device = f"cuda:{info.local_rank}"
-    loaded = load_model(model_spec, weights=weights, device=device, allow_random=allow_random)
-    dataset, _ = open_dataset(data, loaded.preprocess)
-    if data == "demo":
-        prep_text = "demo sample: grey 28×28, (x/255 - 0.2860) / 0.3530"
-    else:
-        prep_text = getattr(loaded.preprocess, "description", repr(loaded.preprocess))
-    result = scan(
-        loaded,
-        dataset,
-        [s for s in layers.split(",") if s],
+    run = run_scan(
+        model_spec,
+        data,
+        layers,
+        out_dir,
+        weights=weights,
+        allow_random=allow_random,
         top=top,
+        resume=resume,
+        device=device,
         batch_size=batch_size,
         workers=workers,
-        device=device,
-        out=out_dir,
-        resume=resume,
         checkpoint_every=checkpoint_every,
+        rule=rule,
+        method=method,
+        channels=parse_channels(channels) if channels else None,
+        project=not no_project,
         progress=progress,
-        meta={"preprocessing": prep_text, "model_spec": model_spec},
     )
-    if not info.is_main:
+    if not run.is_main:
         return
-    counts = result.counts
+    counts = run.result.counts
     click.echo(
         f"scanned {counts['scanned']} of {counts['total']} images "
-        f"({counts['skipped']} skipped) -> {Path(out_dir) / 'scan.json'}"
+        f"({counts['skipped']} skipped) -> {run.scan_json}"
     )
-    if no_project:
-        return
-    projections = project_top(loaded, dataset, result, rule=rule, channels=wanted, method=method)
-    index = write_figures(projections, out_dir)
-    atomic_write_text(
-        Path(out_dir) / "figures.json",
-        json.dumps({"rule": rule, "layers": index}, indent=1) + "\n",
-    )
-    for name, entry in index.items():
-        click.echo(f"{name}: {entry['method']} projections -> {Path(out_dir) / entry['grid']}")
+    for name, entry in (run.figures or {}).get("layers", {}).items():
+        click.echo(f"{name}: {entry['method']} projections -> {run.out / entry['grid']}")
 
 
 def register(group: click.Group) -> None:

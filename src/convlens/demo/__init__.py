@@ -25,6 +25,8 @@ from convlens.io import sha256_file
 from convlens.loaded import LoadedModel
 
 __all__ = [
+    "DEMO_REPORT",
+    "DEMO_REPORT_QUICK",
     "FASHION_CLASSES",
     "INPUT_SIZE",
     "SAMPLE_PATH",
@@ -39,6 +41,24 @@ __all__ = [
 ]
 
 ASSETS = Path(__file__).resolve().parent / "assets"
+
+#: What ``convlens demo`` shows: every image of the bundled sample, every channel of every conv
+#: layer (options of :func:`convlens.report.build.run_report`).
+DEMO_REPORT: dict[str, Any] = {
+    "top": 9,
+    "occlusion_images": 4,
+    "occlusion_size": 10,
+    "batch_size": 128,
+}
+#: ``convlens demo --quick``: every 4th image, channels 0-7, one occlusion image.
+DEMO_REPORT_QUICK: dict[str, Any] = {
+    "top": 9,
+    "every": 4,
+    "channels": tuple(range(8)),
+    "occlusion_images": 1,
+    "occlusion_size": 10,
+    "batch_size": 128,
+}
 #: The shipped weights and their metrics (``demo_cnn.json``: accuracy, seed, time, sha256).
 WEIGHTS_PATH = ASSETS / "demo_cnn.safetensors"
 

@@ -30,6 +30,7 @@ from convlens.io import atomic_path
 __all__ = [
     "DEFAULT_DATA_DIR",
     "SAMPLE_PATH",
+    "SAMPLE_PREPROCESSING",
     "DemoSample",
     "load_demo_sample",
     "load_fashion_mnist",
@@ -43,6 +44,8 @@ __all__ = [
 ASSETS = Path(__file__).resolve().parent / "assets"
 #: The bundled stratified sample of the Fashion-MNIST test set.
 SAMPLE_PATH = ASSETS / "fashion_mnist_sample.safetensors"
+#: How the bundled sample's items were made from the images, in words (for result metadata).
+SAMPLE_PREPROCESSING = f"demo sample: grey 28×28, (x/255 - {MEAN:.4f}) / {STD:.4f}"
 #: Where Debian's ``dataset-fashion-mnist`` package puts the dataset.
 DEFAULT_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 

@@ -1,13 +1,19 @@
 """The static HTML report: Zeiler & Fergus (arXiv:1311.2901) Figures 2, 6 and 7 for a model.
 
-Two layers: :mod:`~convlens.report.data` holds plain dataclasses, :mod:`~convlens.report.render`
-turns them into pages (Jinja2 with autoescape, images beside the HTML, written atomically).
+:mod:`~convlens.report.data` holds plain dataclasses and :mod:`~convlens.report.render` turns
+them into pages (Jinja2 with autoescape, images beside the HTML, written atomically);
+:mod:`~convlens.report.assemble` fills them from the pipeline's results
+(:mod:`convlens.pipeline`) through :mod:`~convlens.report.sections` and
+:mod:`~convlens.report.pictures`, and :mod:`~convlens.report.build` runs it all
+(``convlens report`` and ``convlens demo``).
 
 >>> from convlens.report import ReportData, Summary
 >>> ReportData(Summary(model="demo", dataset="sample", command="convlens demo")).layers
 ()
 """
 
+from convlens.report.assemble import assemble_report
+from convlens.report.build import build_report, run_demo, run_report, scan_work_dir
 from convlens.report.data import (
     ChannelBlock,
     FilterSection,
@@ -38,5 +44,10 @@ __all__ = [
     "Summary",
     "Table",
     "Tile",
+    "assemble_report",
+    "build_report",
+    "run_demo",
+    "run_report",
+    "scan_work_dir",
     "write_report",
 ]

@@ -24,6 +24,7 @@ failure marker and :func:`collate_safe` drops the markers from the batch and rep
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,11 +42,18 @@ __all__ = [
     "Batch",
     "ImageFolderDataset",
     "SafeDataset",
+    "SubsetView",
+    "class_names",
     "collate_safe",
     "dataset_fingerprint",
     "dataset_path",
-    "open_dataset",
+    "first_tensor",
+    "item_label",
+    "item_name",
+    "label_name",
     "read_image",
+    "spread_over_labels",
+    "value_range",
 ]
 
 IMAGE_EXTENSIONS = (
@@ -178,7 +186,9 @@ def _has_names(dataset: Any) -> bool:
     )
 
 
-def _first_tensor(item: Any) -> Tensor:
+def first_tensor(item: Any) -> Tensor:
+    """The input of a dataset item: the item itself, its first element, or its ``input`` /
+    ``image`` / ``pixel_values`` entry."""
     if isinstance(item, (tuple, list)) and item:
         item = item[0]
     if isinstance(item, dict):
@@ -193,6 +203,9 @@ def _first_tensor(item: Any) -> Tensor:
     return item
 
 
+_first_tensor = first_tensor  # the name scan.crop imports
+
+
 class SafeDataset(Dataset):
     """Wraps a dataset so that ``self[i]`` is ``(i, input, None)``, or ``(i, None, failure)``
     with ``failure = {"index", "path", "error"}`` when reading item ``i`` raised."""
@@ -205,7 +218,7 @@ class SafeDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[int, Tensor | None, dict[str, Any] | None]:
         try:
-            return index, _first_tensor(self.dataset[index]), None
+            return index, first_tensor(self.dataset[index]), None
         except Exception as exc:  # a bad file must never end a scan
             failure = {
                 "index": int(index),
@@ -240,17 +253,133 @@ def collate_safe(items: list[tuple[int, Tensor | None, dict[str, Any] | None]]) 
     return Batch(torch.tensor([i for i, _ in good], dtype=torch.int64), inputs, failures)
 
 
-def open_dataset(data: str | os.PathLike[str], preprocess: Any) -> tuple[Any, str]:
-    """The dataset named by ``--data`` and a description of it: ``"demo"`` is the bundled
-    Fashion-MNIST test sample, anything else a folder of images (recursive; the ImageFolder
-    layout gives labels) read through ``preprocess``."""
-    if os.fspath(data) == "demo":
-        from convlens.demo import load_demo_sample
+# ------------------------------------------------------------------- what a dataset knows
 
-        sample = load_demo_sample()
-        return sample, f"bundled Fashion-MNIST test sample ({len(sample)} images, 10 classes)"
-    if not Path(data).is_dir():
-        raise ParameterError("--data", "a folder of images or 'demo'", os.fspath(data))
-    folder = ImageFolderDataset(data, preprocess)
-    classes = f", {len(folder.classes)} classes" if folder.classes else ", no class folders"
-    return folder, f"folder {os.fspath(data)} ({len(folder)} images{classes})"
+
+class SubsetView:
+    """Items ``indices`` of ``dataset``, keeping what a report reads from it: ``paths``,
+    ``labels`` and ``class_names`` / ``classes``.
+
+    >>> view = SubsetView([(0, 5), (1, 6), (2, 7)], [0, 2])
+    >>> len(view), view[1]
+    (2, (2, 7))
+    """
+
+    def __init__(self, dataset: Any, indices: Sequence[int]) -> None:
+        self.dataset = dataset
+        self.indices = [int(i) for i in indices]
+        paths = getattr(dataset, "paths", None)
+        if isinstance(paths, Sequence):
+            self.paths = [paths[i] for i in self.indices]
+        labels = getattr(dataset, "labels", None)
+        if labels is not None:
+            self.labels = [int(labels[i]) for i in self.indices]
+        for attr in ("class_names", "classes"):
+            if getattr(dataset, attr, None) is not None:
+                setattr(self, attr, getattr(dataset, attr))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[self.indices[index]]
+
+
+def class_names(dataset: Any) -> list[str] | None:
+    """The dataset's class names (``class_names`` or ``classes``), or None.
+
+    >>> class Data: classes = ["cat", "dog"]
+    >>> class_names(Data())
+    ['cat', 'dog']
+    """
+    for attr in ("class_names", "classes"):
+        names = getattr(dataset, attr, None)
+        if isinstance(names, Sequence) and not isinstance(names, str) and names:
+            return [str(n) for n in names]
+    return None
+
+
+def _as_label(value: Any) -> int | None:
+    try:
+        label = int(value)
+    except (TypeError, ValueError):
+        return None
+    return label if label >= 0 else None
+
+
+def item_label(dataset: Any, index: int, *, read: bool = True) -> int | None:
+    """The label of item ``index``: from the dataset's ``labels`` where it has them, else (with
+    ``read``) the second element of the item itself; None for none or a negative label.
+
+    >>> item_label([(None, 2), (None, -1)], 0), item_label([(None, 2), (None, -1)], 1)
+    (2, None)
+    """
+    labels = getattr(dataset, "labels", None)
+    if labels is not None:
+        try:
+            return _as_label(labels[index])
+        except IndexError:
+            return None
+    if not read:
+        return None
+    item = dataset[index]
+    if isinstance(item, (tuple, list)) and len(item) > 1:
+        return _as_label(item[1])
+    return None
+
+
+def item_name(dataset: Any, index: int) -> str:
+    """The file of item ``index`` (:func:`dataset_path`), else ``"item <index>"``."""
+    return dataset_path(dataset, index) or f"item {index}"
+
+
+def label_name(label: int | None, names: Sequence[str] | None) -> str | None:
+    """The class name of ``label`` where ``names`` has one, else the number as text.
+
+    >>> label_name(1, ["cat", "dog"]), label_name(7, ["cat", "dog"]), label_name(None, None)
+    ('dog', '7', None)
+    """
+    if label is None:
+        return None
+    if names is not None and 0 <= label < len(names):
+        return names[label]
+    return str(label)
+
+
+def value_range(dataset: Any, indices: Sequence[int]) -> tuple[float, float]:
+    """The smallest and largest input value over items ``indices`` ((0, 1) where they are
+    all equal or there are none), for one picture scale across a whole report.
+
+    >>> value_range([(torch.tensor([-1.0, 2.0]), 0), (torch.tensor([3.0]), 1)], [0, 1])
+    (-1.0, 3.0)
+    """
+    low, high = math.inf, -math.inf
+    for i in indices:
+        x = first_tensor(dataset[i])
+        low, high = min(low, float(x.min())), max(high, float(x.max()))
+    return (low, high) if low < high else (0.0, 1.0)
+
+
+def spread_over_labels(dataset: Any, count: int, skip: Sequence[int] = ()) -> list[int]:
+    """``count`` dataset indices that show several classes: the first item of each label in
+    dataset order, then the next items, in index order; indices in ``skip`` (unreadable
+    items) are never chosen. Without a ``labels`` attribute only the first 500 items are
+    read for their labels.
+
+    >>> spread_over_labels([(None, 1), (None, 1), (None, 0)], 2)
+    [0, 2]
+    """
+    limit = len(dataset) if getattr(dataset, "labels", None) is not None else min(len(dataset), 500)
+    excluded = set(skip)
+    seen: set[int | None] = set()
+    first: list[int] = []
+    for i in range(limit):
+        if i in excluded:
+            continue
+        label = item_label(dataset, i)
+        if label not in seen:
+            seen.add(label)
+            first.append(i)
+    chosen = set(first)
+    rest = [i for i in range(limit) if i not in chosen and i not in excluded]
+    return sorted((first + rest)[:count])

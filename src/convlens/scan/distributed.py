@@ -34,6 +34,7 @@ __all__ = [
     "detect",
     "gather_topk",
     "process_group",
+    "rank_device",
     "shard_batches",
 ]
 
@@ -69,6 +70,16 @@ def detect(environ: dict[str, str] | None = None) -> DistInfo:
     if world < 1 or not 0 <= rank < world:
         raise ParameterError("RANK", f"0 <= RANK < WORLD_SIZE={world}", rank)
     return DistInfo(rank, world, local)
+
+
+def rank_device(device: str, info: DistInfo) -> str:
+    """The device of this process: under torchrun, plain ``"cuda"`` means this rank's own GPU
+    (``cuda:LOCAL_RANK``); anything else is used as given.
+
+    >>> rank_device("cuda", DistInfo(1, 2, 1)), rank_device("cuda", DistInfo()), rank_device("cpu", DistInfo(1, 2, 1))
+    ('cuda:1', 'cuda', 'cpu')
+    """
+    return f"cuda:{info.local_rank}" if info.active and device == "cuda" else device
 
 
 def shard_batches(num_batches: int, rank: int, world_size: int) -> list[int]:

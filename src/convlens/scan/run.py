@@ -50,7 +50,14 @@ from convlens.scan.checkpoint import load_state, save_state
 from convlens.scan.data import SafeDataset, collate_safe, dataset_fingerprint
 from convlens.scan.topk import TopK, empty_state, feature_maxima, merge
 
-__all__ = ["RESULT_JSON", "RESULT_TENSORS", "ScanResult", "checkpoint_path", "scan"]
+__all__ = [
+    "RESULT_JSON",
+    "RESULT_TENSORS",
+    "ScanResult",
+    "checkpoint_path",
+    "scan",
+    "unwrap_model",
+]
 
 RESULT_JSON = "scan.json"
 RESULT_TENSORS = "scan.safetensors"
@@ -135,8 +142,12 @@ class _Stop(Exception):
     """Raised by the last hook of a forward pass: later layers are not needed."""
 
 
-def _unwrap_model(model: Any) -> tuple[nn.Module, dict[str, Any]]:
-    """An nn.Module and what is known about it (a ``LoadedModel`` carries name and hash)."""
+def unwrap_model(model: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """An nn.Module and what is known about it (a ``LoadedModel`` carries name and hash).
+
+    >>> unwrap_model(nn.ReLU())
+    (ReLU(), {'name': 'ReLU'})
+    """
     if isinstance(model, nn.Module):
         return model, {"name": type(model).__name__}
     inner = getattr(model, "model", None)
@@ -185,7 +196,7 @@ def scan(
     ranks merge; every rank returns the same result and rank 0 writes it. ``on_batch`` is
     called with the number of each finished batch (a hook for callers and tests).
     """
-    net, model_info = _unwrap_model(model)
+    net, model_info = unwrap_model(model)
     modules = find_modules(net, layers, "layers")
     names = list(modules)
     for param, value in (("top", top), ("batch_size", batch_size)):
