@@ -34,9 +34,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from convlens._utils import as_tuple
-from convlens.arithmetic import LayerSpec
+from convlens._utils import check_int
+from convlens.arithmetic import LayerSpec, layer_triples
 from convlens.errors import ParameterError, ParameterTypeError, UnsupportedModuleError
+from convlens.index import AxisTriples, axis_triples, exclusive_cumsum, flat_index, row_product
 
 __all__ = [
     "FORMATS",
@@ -67,22 +68,71 @@ _SUPPORTED = [t.__name__ for t in (*_CONV_TYPES, *_TCONV_TYPES)]
 
 @dataclass(frozen=True)
 class Geometry:
-    """Hashable geometry of a convolution ``(C_out, C_in/groups, *k)`` on one input size.
+    """A conv or transposed-conv :class:`LayerSpec` (channels known) on one input size.
 
-    ``size_out`` is given explicitly: a transposed convolution with ``output_padding`` is the
-    transpose of the conv restricted to its first ``size_out`` output positions.
+    A thin view for the matrix engine, validated by the spec: the ``size_*``/channel
+    properties describe the *convolution* whose ``C`` is built (for a transposed conv, its
+    adjoint: ``size_in`` is the transposed conv's output, ``size_out`` its input, so a
+    transposed conv with ``output_padding`` is the transpose of the conv restricted to its
+    first ``size_out`` output positions).
     """
 
-    size_in: tuple[int, ...]
-    size_out: tuple[int, ...]
-    kernel: tuple[int, ...]
-    stride: tuple[int, ...]
-    dilation: tuple[int, ...]
-    pad_lo: tuple[int, ...]
-    padding_mode: str
-    in_channels: int
-    out_channels: int
-    groups: int
+    spec: LayerSpec
+    input_size: tuple[int, ...]
+
+    @property
+    def transposed(self) -> bool:
+        """Whether the spec is a transposed convolution (its matrix is ``C^T``)."""
+        return self.spec.kind == "conv_transpose"
+
+    @functools.cached_property
+    def triples(self) -> tuple[AxisTriples, ...]:
+        """Per axis, the (output, tap, input) triples of the convolution."""
+        return layer_triples(self.spec, self.input_size)
+
+    @property
+    def size_in(self) -> tuple[int, ...]:
+        return tuple(t.in_length for t in self.triples)
+
+    @property
+    def size_out(self) -> tuple[int, ...]:
+        return tuple(t.out_length for t in self.triples)
+
+    @property
+    def kernel(self) -> tuple[int, ...]:
+        return self.spec.kernel_size
+
+    @property
+    def stride(self) -> tuple[int, ...]:
+        return self.spec.stride
+
+    @property
+    def dilation(self) -> tuple[int, ...]:
+        return self.spec.dilation
+
+    @property
+    def pad_lo(self) -> tuple[int, ...]:
+        return tuple(lo for lo, _ in self.spec.padding_pairs())
+
+    @property
+    def padding_mode(self) -> str:
+        return self.spec.padding_mode
+
+    @property
+    def groups(self) -> int:
+        return self.spec.groups
+
+    @property
+    def in_channels(self) -> int:
+        c = self.spec.out_channels if self.transposed else self.spec.in_channels
+        assert c is not None  # conv_geometry and conv_transpose_geometry set the channels
+        return c
+
+    @property
+    def out_channels(self) -> int:
+        c = self.spec.in_channels if self.transposed else self.spec.out_channels
+        assert c is not None
+        return c
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -93,8 +143,19 @@ class Geometry:
         )
 
 
+def _of(spec: LayerSpec, input_size: Any) -> Geometry:
+    return _geometry(spec, spec.check_input_size(input_size))
+
+
+@functools.lru_cache(maxsize=256)
+def _geometry(spec: LayerSpec, size: tuple[int, ...]) -> Geometry:
+    geom = Geometry(spec, size)
+    geom.triples  # noqa: B018 - computing them validates the input size (spec.output_size)
+    return geom
+
+
 def _check_weight_shape(
-    weight_shape: tuple[int, ...], groups: int, lead: str, per_group: str
+    weight_shape: tuple[int, ...], groups: Any, lead: str, per_group: str
 ) -> tuple[int, int, int]:
     """Check a (transposed) conv weight shape ``(lead, per_group/groups, *kernel)`` against
     ``groups``; return the spatial dims and the two channel counts as stored."""
@@ -105,8 +166,7 @@ def _check_weight_shape(
             tuple(weight_shape),
         )
     c_lead, c_group = int(weight_shape[0]), int(weight_shape[1])
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ParameterError("groups", "a positive int", groups)
+    check_int(groups, "groups")
     if c_lead % groups:
         raise ParameterError(
             "groups",
@@ -129,7 +189,7 @@ def conv_geometry(
     groups: int = 1,
     padding_mode: str = "zeros",
 ) -> Geometry:
-    """Validate a convolution's arguments (through :class:`LayerSpec`) and return its geometry.
+    """A convolution's arguments, validated by :class:`LayerSpec`, as a :class:`Geometry`.
 
     >>> conv_geometry((8, 3, 3, 3), 32, padding=1).size_out
     (32, 32)
@@ -139,20 +199,7 @@ def conv_geometry(
         tuple(weight_shape[2:]), stride, padding, dilation, groups, padding_mode,
         in_channels=c_in_g * groups, out_channels=c_out, ndim=n,
     )  # fmt: skip
-    size_in = as_tuple(input_size, n, "input_size")
-    size_out = spec.output_size(size_in)
-    return Geometry(
-        size_in=size_in,
-        size_out=size_out,
-        kernel=spec.kernel_size,
-        stride=spec.stride,
-        dilation=spec.dilation,
-        pad_lo=tuple(lo for lo, _ in spec.padding_pairs()),
-        padding_mode=padding_mode,
-        in_channels=c_in_g * groups,
-        out_channels=c_out,
-        groups=groups,
-    )
+    return _of(spec, input_size)
 
 
 def conv_transpose_geometry(
@@ -176,31 +223,11 @@ def conv_transpose_geometry(
     ((10, 10), (5, 5), 2, 4)
     """
     n, c_in, c_out_g = _check_weight_shape(weight_shape, groups, "C_in", "C_out")
-    if isinstance(padding, str):
-        raise ParameterError("padding", "ints for a transposed convolution", padding)
     spec = LayerSpec.conv_transpose(
         tuple(weight_shape[2:]), stride, padding, output_padding, groups, dilation,
         in_channels=c_in, out_channels=c_out_g * groups, ndim=n,
     )  # fmt: skip
-    size = as_tuple(input_size, n, "input_size")
-    full = spec.output_size(size)
-    if any(v < 1 for v in full):
-        raise ParameterError(
-            "input_size", "an input whose transposed-convolution output is non-empty", size,
-            hint=f"output would be {full}",
-        )  # fmt: skip
-    return Geometry(
-        size_in=full,
-        size_out=size,
-        kernel=spec.kernel_size,
-        stride=spec.stride,
-        dilation=spec.dilation,
-        pad_lo=tuple(lo for lo, _ in spec.padding_pairs()),
-        padding_mode="zeros",
-        in_channels=c_out_g * groups,
-        out_channels=c_in,
-        groups=groups,
-    )
+    return _of(spec, input_size)
 
 
 # --------------------------------------------------------------------------- index pattern
@@ -211,39 +238,17 @@ def conv_transpose_geometry(
 _I64 = np.int64
 
 
-def _exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
-    out = np.zeros(counts.size + 1, dtype=_I64)
-    np.cumsum(counts, out=out[1:])
-    return out
-
-
-def _axis(
-    size_in: int, size_out: int, k: int, s: int, d: int, p: int, mode: str, transposed: bool
-) -> dict[str, np.ndarray]:
-    """One spatial axis: its (output, kernel) pairs, mapped to input positions, grouped by row.
+def _axis(t: AxisTriples, transposed: bool) -> dict[str, np.ndarray]:
+    """One spatial axis: its (output, tap, input) triples grouped by row of ``C`` (or ``C^T``).
 
     Rows are output positions (``transposed=False``) or input positions (``True``). Padding
-    modes other than zeros map out-of-range positions back into the input (reflect, clamp,
-    wrap), so several kernel taps may land on one ``(row, col)``; ``u`` numbers the distinct
-    ``(row, col)`` pairs, which are sorted by row, then col.
+    modes other than zeros map several kernel taps onto one ``(row, col)``; ``u`` numbers the
+    distinct ``(row, col)`` pairs, which are sorted by row, then col.
     """
-    o = np.repeat(np.arange(size_out, dtype=_I64), k)
-    kk = np.tile(np.arange(k, dtype=_I64), size_out)
-    pos = o * s + kk * d - p
-    if mode == "zeros":
-        keep = (pos >= 0) & (pos < size_in)
-        o, kk, pos = o[keep], kk[keep], pos[keep]
-    elif mode == "reflect":
-        pos = np.where(pos < 0, -pos, pos)
-        pos = np.where(pos >= size_in, 2 * (size_in - 1) - pos, pos)
-    elif mode == "replicate":
-        pos = np.clip(pos, 0, size_in - 1)
-    else:  # circular
-        pos = np.mod(pos, size_in)
-    row, col = (pos, o) if transposed else (o, pos)
-    n_rows, n_cols = (size_in, size_out) if transposed else (size_out, size_in)
-    order = np.argsort((row * n_cols + col) * k + kk, kind="stable")
-    row, col, kk = row[order], col[order], kk[order]
+    row, col = (t.inp, t.out) if transposed else (t.out, t.inp)
+    n_rows, n_cols = (t.in_length, t.out_length) if transposed else (t.out_length, t.in_length)
+    order = np.argsort((row * n_cols + col) * t.kernel + t.tap, kind="stable")
+    row, col, kk = row[order], col[order], t.tap[order]
     uniq, inverse = np.unique(row * n_cols + col, return_inverse=True)
     return {
         "row": row,
@@ -254,37 +259,6 @@ def _axis(
         "ucol": uniq % n_cols,
         "ucnt": np.bincount(uniq // n_cols, minlength=n_rows).astype(_I64),
     }
-
-
-def _product(counts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """Row-major product of per-axis entry lists grouped by row.
-
-    Returns the per-row counts of the product, the row of each product entry, and for each axis
-    the index of the axis entry that each product entry uses. Entries of one product row are in
-    lexicographic order of their axis entries.
-    """
-    cnt = counts[0]
-    comps = [np.arange(int(cnt.sum()), dtype=_I64)]
-    for cb in counts[1:]:
-        ptr_a, ptr_b = _exclusive_cumsum(cnt), _exclusive_cumsum(cb)
-        new = (cnt[:, None] * cb[None, :]).reshape(-1)
-        rows = np.repeat(np.arange(new.size, dtype=_I64), new)
-        t = np.arange(rows.size, dtype=_I64) - _exclusive_cumsum(new)[rows]
-        a, b = rows // cb.size, rows % cb.size
-        cbb = cb[b]
-        ea, eb = ptr_a[a] + t // cbb, ptr_b[b] + t % cbb
-        comps = [c[ea] for c in comps] + [eb]
-        cnt = new
-    rows = np.repeat(np.arange(cnt.size, dtype=_I64), cnt)
-    return cnt, rows, comps
-
-
-def _flat(parts: list[np.ndarray], sizes: tuple[int, ...]) -> np.ndarray:
-    """C-order flat index of per-axis indices ``parts`` in an array of shape ``sizes``."""
-    out = np.zeros_like(parts[0])
-    for part, size in zip(parts, sizes):
-        out = out * size + part
-    return out
 
 
 @dataclass(frozen=True)
@@ -299,45 +273,40 @@ class _Block:
 
 @functools.lru_cache(maxsize=64)
 def _block(geom: Geometry, transposed: bool) -> _Block:
-    axes = [
-        _axis(i, o, k, s, d, p, geom.padding_mode, transposed)
-        for i, o, k, s, d, p in zip(
-            geom.size_in, geom.size_out, geom.kernel, geom.stride, geom.dilation, geom.pad_lo
-        )
-    ]
+    axes = [_axis(t, transposed) for t in geom.triples]
     cols_sp = geom.size_out if transposed else geom.size_in
     c_c = (geom.out_channels if transposed else geom.in_channels) // geom.groups
     n_cols_sp, n_k = math.prod(cols_sp), math.prod(geom.kernel)
-    ucnt, urows, ucomp = _product([a["ucnt"] for a in axes])
-    col_sp = _flat([a["ucol"][c] for a, c in zip(axes, ucomp)], cols_sp)
-    uptr = _exclusive_cumsum(ucnt)
+    ucnt, urows, ucomp = row_product([a["ucnt"] for a in axes])
+    col_sp = flat_index([a["ucol"][c] for a, c in zip(axes, ucomp)], cols_sp)
+    uptr = exclusive_cumsum(ucnt)
     has_dups = any(a["u"].size != a["urow"].size for a in axes)
     if has_dups:
-        rcnt, rrows, rcomp = _product([a["cnt"] for a in axes])
+        rcnt, rrows, rcomp = row_product([a["cnt"] for a in axes])
         # position of each raw entry's (row, col) among the unique entries of its row
         local = np.zeros_like(rrows)
         for j, (a, c) in enumerate(zip(axes, rcomp)):
-            uptr_j = _exclusive_cumsum(a["ucnt"])
+            uptr_j = exclusive_cumsum(a["ucnt"])
             radix = np.ones_like(rrows)
             for b, cb in zip(axes[j + 1 :], rcomp[j + 1 :]):
                 radix = radix * b["ucnt"][b["row"][cb]]
             local += (a["u"][c] - uptr_j[a["row"][c]]) * radix
     else:
         rcnt, rrows, rcomp, local = ucnt, urows, ucomp, np.zeros(0, dtype=_I64)
-    k_sp = _flat([a["k"][c] for a, c in zip(axes, rcomp)], geom.kernel)
+    k_sp = flat_index([a["k"][c] for a, c in zip(axes, rcomp)], geom.kernel)
 
     # one row-channel's block: rows r, then column channels cc, then the row's entries
     def expand(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         blk = counts * c_c
         rows = np.repeat(np.arange(counts.size, dtype=_I64), blk)
-        t = np.arange(rows.size, dtype=_I64) - _exclusive_cumsum(blk)[rows]
+        t = np.arange(rows.size, dtype=_I64) - exclusive_cumsum(blk)[rows]
         per = counts[rows]
         return rows, t // per, t % per
 
     rows, cc, el = expand(ucnt)
     col = cc * n_cols_sp + col_sp[uptr[rows] + el]
     rows_r, cc_r, el_r = expand(rcnt)
-    rptr = _exclusive_cumsum(rcnt)
+    rptr = exclusive_cumsum(rcnt)
     kidx = cc_r * n_k + k_sp[rptr[rows_r] + el_r]
     dest = None
     if has_dups:
@@ -400,6 +369,7 @@ def clear_pattern_cache() -> None:
     """
     _pattern.cache_clear()
     _block.cache_clear()
+    _geometry.cache_clear()
 
 
 # --------------------------------------------------------------------------- assembly
@@ -482,23 +452,9 @@ def _resolve(
                     name, f"the default {default!r} when a module is given (it has its own)",
                     geometry[name],
                 )  # fmt: skip
+        geom = _of(LayerSpec.from_module(module), input_size)
         m: Any = module
-        if isinstance(module, _CONV_TYPES):
-            geom = conv_geometry(
-                tuple(m.weight.shape), input_size, stride=m.stride, padding=m.padding,
-                dilation=m.dilation, groups=m.groups, padding_mode=m.padding_mode,
-            )  # fmt: skip
-            return m.weight, geom, False, m.bias
-        if m.padding_mode != "zeros":
-            raise ParameterError(
-                "padding_mode", "'zeros' for a transposed convolution (PyTorch supports no other)",
-                m.padding_mode,
-            )  # fmt: skip
-        geom = conv_transpose_geometry(
-            tuple(m.weight.shape), input_size, stride=m.stride, padding=m.padding,
-            output_padding=m.output_padding, groups=m.groups, dilation=m.dilation,
-        )  # fmt: skip
-        return m.weight, geom, True, m.bias
+        return m.weight, geom, geom.transposed, m.bias
     if not isinstance(weight_or_module, torch.Tensor):
         raise ParameterTypeError(
             "weight", "a torch.Tensor or an nn.Conv/ConvTranspose module", weight_or_module
@@ -603,7 +559,8 @@ def conv_bias_vector(
 
 
 def nnz_zero_padding(geom: Geometry) -> int:
-    """The number of non-zeros of ``C`` for zero padding, from the closed form.
+    """The number of non-zeros of ``C`` for zero padding (the same layer with
+    ``padding_mode='zeros'``), from the index engine without building ``C``.
 
     ``C_out · (C_in/groups) · ∏_j #{(o, k): 0 ≤ o·s + k·d − p < i}`` per spatial axis ``j``.
 
@@ -611,14 +568,9 @@ def nnz_zero_padding(geom: Geometry) -> int:
     86188800
     """
     per_axis = 1
-    for i, o, k, s, d, p in zip(
-        geom.size_in, geom.size_out, geom.kernel, geom.stride, geom.dilation, geom.pad_lo
+    for t, k, s, d, pads in zip(
+        geom.triples, geom.kernel, geom.stride, geom.dilation, geom.spec.padding_pairs()
     ):
-        count = 0
-        for kk in range(k):
-            # o in [0, O) with 0 <= o*s + kk*d - p < i
-            lo = max(0, -((kk * d - p) // s))
-            hi = min(o - 1, (i - 1 - kk * d + p) // s)
-            count += max(0, hi - lo + 1)
-        per_axis *= count
+        zeros = axis_triples(t.in_length, k, s, pads, d, out_length=t.out_length)
+        per_axis *= len(zeros)
     return geom.out_channels * (geom.in_channels // geom.groups) * per_axis

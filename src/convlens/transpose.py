@@ -29,17 +29,19 @@ True
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from convlens._utils import as_tuple
+from convlens._utils import check_int
+from convlens.arithmetic import LayerSpec
 from convlens.errors import ParameterError, ParameterTypeError
+from convlens.index import exclusive_cumsum, grid_triples
 from convlens.matrix import Geometry, assemble, conv_transpose_geometry
 
 __all__ = [
@@ -66,8 +68,11 @@ class _Call:
     weight: torch.Tensor  # (C_in, C_out/groups, *k)
     bias: torch.Tensor | None
     geom: Geometry  # of the matching convolution (input: our output, output: our input)
-    output_padding: tuple[int, ...]
     batched: bool
+
+    @property
+    def output_padding(self) -> tuple[int, ...]:
+        return self.geom.spec.output_padding
 
     @property
     def ndim(self) -> int:
@@ -123,8 +128,7 @@ def _prepare(
             raise ParameterTypeError("bias", "a torch.Tensor or None", bias)
         if tuple(bias.shape) != (c_out,):
             raise ParameterError("bias", f"a tensor of shape ({c_out},)", tuple(bias.shape))
-    op = as_tuple(output_padding, n, "output_padding")
-    return _Call(x, weight, bias, geom, op, batched)
+    return _Call(x, weight, bias, geom, batched)
 
 
 def conv_transpose_matmul(
@@ -158,35 +162,21 @@ def conv_transpose_matmul(
 
 @functools.lru_cache(maxsize=64)
 def _scatter_index(geom: Geometry) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Where each (kernel tap, input pixel) pair lands, for the taps in C order.
+    """Where each (kernel tap, input pixel) pair lands, grouped by tap, from the index engine.
 
     Returns ``src`` (``tap * P + pixel``, P input pixels), ``tgt`` (the flat output pixel) for the
     pairs that land inside the output, and ``bounds`` (where each tap's pairs start and end).
+    The conv's (output, tap, input) triples read backwards: the transposed conv's input pixel
+    is the conv's output, the pixel it reaches the conv's input.
     """
-    n_in = math.prod(geom.size_out)  # the transposed conv's input is the conv's output
-    srcs, tgts, bounds = [], [], [0]
-    for k_flat, tap in enumerate(itertools.product(*(range(k) for k in geom.kernel))):
-        src_axes, tgt_axes = [], []
-        for kk, i, o, s, d, p in zip(
-            tap, geom.size_out, geom.size_in, geom.stride, geom.dilation, geom.pad_lo
-        ):
-            src = torch.arange(i)
-            tgt = src * s + kk * d - p
-            keep = (tgt >= 0) & (tgt < o)
-            src_axes.append(src[keep])
-            tgt_axes.append(tgt[keep])
-        srcs.append(k_flat * n_in + _grid_flat(src_axes, geom.size_out))
-        tgts.append(_grid_flat(tgt_axes, geom.size_in))
-        bounds.append(bounds[-1] + srcs[-1].numel())
-    return torch.cat(srcs), torch.cat(tgts), bounds
-
-
-def _grid_flat(axes: list[torch.Tensor], sizes: tuple[int, ...]) -> torch.Tensor:
-    """C-order flat indices of the Cartesian product of per-axis index vectors."""
-    flat = torch.zeros(1, dtype=torch.int64)
-    for a, size in zip(axes, sizes):
-        flat = (flat[:, None] * size + a[None, :]).reshape(-1)
-    return flat
+    grid = grid_triples(geom.triples)
+    n_in, n_k = math.prod(grid.out_shape), math.prod(grid.kernel_shape)
+    order = np.argsort(grid.tap, kind="stable")  # by tap, then input pixel
+    tap = grid.tap[order]
+    src = tap * n_in + grid.out[order]
+    tgt = grid.inp[order]
+    bounds = exclusive_cumsum(np.bincount(tap, minlength=n_k)).tolist()
+    return torch.from_numpy(src), torch.from_numpy(np.ascontiguousarray(tgt)), bounds
 
 
 def conv_transpose_scatter(
@@ -366,16 +356,15 @@ def verify_routes(
     """
     if dims not in (1, 2, 3):
         raise ParameterError("dims", "1, 2 or 3", dims)
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ParameterError("groups", "a positive int", groups)
+    spec = LayerSpec.conv_transpose(
+        kernel_size, stride, padding, output_padding, groups, dilation, ndim=dims
+    )
     c_in, c_out = channels if channels is not None else (2 * groups, 2 * groups)
     for name, c in (("channels", c_in), ("channels", c_out)):
         if c < 1 or c % groups:
             raise ParameterError(name, f"positive multiples of groups={groups}", (c_in, c_out))
-    if batch < 1:
-        raise ParameterError("batch", "a positive int", batch)
-    size = as_tuple(input_size, dims, "input_size")
-    kernel = as_tuple(kernel_size, dims, "kernel_size")
+    check_int(batch, "batch")
+    size, kernel = spec.check_input_size(input_size), spec.kernel_size
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, c_in, *size, generator=gen, dtype=torch.float64)
     w = torch.randn(c_in, c_out // groups, *kernel, generator=gen, dtype=torch.float64)
