@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "The report for the embedded demo CNN (trained on Fashion-MNIST) on the bundled test "
         "sample: no model, no data, nothing downloaded.",
     ),
+    "explore": ("explore", "Write an interactive HTML page for conv, transposed conv and C."),
     "figure": (
         "figure",
         "Draw the kernel sliding (conv), the transposed conv (scatter or fractional) and C.",
