@@ -121,6 +121,18 @@ def test_every_public_name_resolves_to_its_package_object() -> None:
     assert namespace["scan_dataset"] is importlib.import_module("convlens.scan").scan
 
 
+def test_subpackages_load_on_attribute_access() -> None:
+    """``import convlens`` then ``convlens.deconvnet.X`` works as when every package was eager."""
+    loaded = heavy_after(
+        "import convlens\n"
+        "assert convlens.arithmetic.LayerSpec is convlens.LayerSpec\n"
+        "assert 'convlens.arithmetic' in sys.modules"
+    )
+    assert loaded == []
+    loaded = heavy_after("import convlens\nassert convlens.deconvnet.Target is convlens.Target")
+    assert "torch" in loaded
+
+
 def test_unknown_attribute_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no_such_name"):
         _ = convlens.no_such_name  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ brings in torch, ``convlens.symbolic_conv`` sympy.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from convlens.errors import (
@@ -130,12 +131,18 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Load a top-level name from its package on first use (PEP 562)."""
-    try:
+    """Load a top-level name from its package on first use (PEP 562).
+
+    A subpackage not imported yet loads too, as it did when this module imported them all:
+    ``import convlens; convlens.deconvnet.Target``.
+    """
+    if name in _LAZY:
         package, attribute = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(package), attribute)
+        value = getattr(importlib.import_module(package), attribute)
+    elif not name.startswith("__") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value  # later lookups skip this function
     return value
 
