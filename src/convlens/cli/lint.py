@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from convlens.cli._options import MODEL_HELP, model_options
-from convlens.cli.symbolic import INTS
+from convlens.cli.arith import INTS
 from convlens.errors import ParameterError
 
 

@@ -65,13 +65,16 @@ class OverlapMap:
     ``conv_transpose(ones, ones)`` equals :attr:`channel_counts` = ``counts * channel_factor``
     (1 for a layer whose spec does not know its channels, and for pooling).
 
-    *Interior* (``interior_axes``, :attr:`interior`): the positions whose full set of
-    contributing taps lies inside the input, i.e. whose count equals what an unbounded input
-    gives (``count == count`` on an input extended far beyond the border, which the engine
-    computes), and onto which no ``reflect``/``replicate``/``circular`` padding folds an extra
-    tap. Every other position is *border*. ``phase_axes[a]``: the unbounded counts over one
-    period of axis ``a`` (``phase_axes[a][r]`` holds for every interior position ``j = r``
-    modulo the period; the period divides the product of the strides), so :attr:`phase_min`,
+    *Interior* (``interior_axes``, :attr:`interior`): along each axis, the positions whose full
+    set of contributing taps (along that axis) lies inside the input, i.e. whose count equals
+    what an unbounded input gives (the same count on an input extended far beyond the border,
+    which the engine computes), and onto which no ``reflect``/``replicate``/``circular`` padding
+    folds an extra tap; the n-D interior is the box they span (their outer product). Every other
+    position is *border*. For a chain, "taps" are the paths' taps at every layer.
+
+    ``phase_axes[a]``: the unbounded counts over one period of axis ``a`` (``phase_axes[a][r]``
+    holds for every interior position ``j = r`` modulo the period; the period divides the
+    product of the strides), so :attr:`phase_min`,
     :attr:`phase_max` and :attr:`ratio` are the checkerboard strength that any large enough
     input shows away from the borders, and :attr:`interior_min`/:attr:`interior_max` are the
     same on this input's own interior (``None`` when it has none).
