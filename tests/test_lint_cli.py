@@ -155,3 +155,32 @@ def test_figure_overlap_writes_a_png(capsys, tmp_path):
     )
     assert code == 2
     assert "out" in err
+
+
+@pytest.mark.parametrize(("k", "s", "p", "d"), [(3, 2, 0, 1), (4, 2, 1, 1), (3, 2, 0, 2)])
+def test_arith_transpose_prints_the_overlap_line(capsys, k, s, p, d):
+    code, out, err = _run(
+        capsys,
+        "arith",
+        "transpose",
+        "--input",
+        "6",
+        "--kernel",
+        str(k),
+        "--stride",
+        str(s),
+        "--padding",
+        str(p),
+        "--dilation",
+        str(d),
+    )
+    assert code == 0, err
+    line = next(text for text in out.splitlines() if text.startswith("overlap:"))
+    x = torch.ones(1, 1, 40, dtype=torch.float64)
+    w = torch.ones(1, 1, k, dtype=torch.float64)
+    far = F.conv_transpose1d(x, w, stride=s, padding=p, dilation=d)[0, 0, 20:-20].numpy()
+    small = F.conv_transpose1d(x[..., :6], w, stride=s, padding=p, dilation=d)[0, 0].numpy()
+    lo, hi = int(far.min()), int(far.max())
+    assert (f"{lo}..{hi} " if lo != hi else f" {lo} ") in line
+    assert f"; {int((small == 0).sum())} dead pixels" in line
+    assert ("(even)" in line) == (lo == hi)

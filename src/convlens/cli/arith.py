@@ -20,6 +20,7 @@ from convlens.arithmetic import (
     transpose_size_range,
 )
 from convlens.errors import ParameterError
+from convlens.lint.overlap import overlap_map
 
 
 class _Ints(click.ParamType):
@@ -163,6 +164,7 @@ def transpose_cmd(
     reach = ", ".join(f"{lo}..{hi}" for lo, hi in ranges)
     click.echo(f"output_size= reaches {reach} (output_padding 0..stride-1)")
     _collisions(colliding_input_sizes(spec, size), "conv input sizes", size)
+    click.echo(overlap_map(spec, size).describe())
 
 
 @arith.command("pool", short_help="Pooling output size and colliding input sizes.")

@@ -220,6 +220,30 @@ class OverlapMap:
         """Positions that no path reaches (count 0), over the whole map."""
         return math.prod(self.shape) - math.prod(int(np.count_nonzero(a)) for a in self.axes)
 
+    def describe(self) -> str:
+        """One line for a person: the interior overlap, its ratio, the border and dead pixels.
+
+        >>> from convlens.arithmetic import LayerSpec
+        >>> print(overlap_map(LayerSpec.conv_transpose(3, 2, ndim=1), 4).describe())
+        overlap: 1..2 (input pixel, tap) pairs write each output pixel away from the border (ratio 2, uneven: checkerboard), 1 at the border; 0 dead pixels
+        """
+        what = (
+            "(output pixel, tap) pairs read each input pixel"
+            if self.gradient
+            else "(input pixel, tap) pairs write each output pixel"
+        )
+        lo, hi = self.phase_min, self.phase_max
+        if lo == hi:
+            text = f"overlap: {lo} {what} away from the border (even)"
+        else:
+            ratio = "inf" if math.isinf(self.ratio) else f"{self.ratio:g}"
+            text = f"overlap: {lo}..{hi} {what} away from the border (ratio {ratio}, uneven: "
+            text += "holes)" if lo == 0 else "checkerboard)"
+        b_lo, b_hi = self.border_min, self.border_max
+        if b_lo is not None:
+            text += f", {b_lo if b_lo == b_hi else f'{b_lo}..{b_hi}'} at the border"
+        return f"{text}; {self.dead_pixels} dead pixels"
+
     def summary(self) -> dict[str, Any]:
         """The statistics as plain JSON-ready values (``ratio`` ``None`` for infinite)."""
         ratio = self.ratio
