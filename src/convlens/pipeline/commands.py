@@ -14,6 +14,7 @@ succeeded.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Sequence
@@ -137,6 +138,18 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
 
+def _describe(preprocess: Any) -> str:
+    """A preprocessing in words that is the same from run to run (a plain function by its
+    dotted name, not its address).
+
+    >>> _describe(_slug)
+    'convlens.pipeline.commands._slug'
+    """
+    if inspect.isfunction(preprocess):
+        return f"{preprocess.__module__}.{preprocess.__qualname__}"
+    return repr(preprocess)
+
+
 def _position_text(position: Any) -> str:
     return position if isinstance(position, str) else ",".join(str(v) for v in position)
 
@@ -199,7 +212,7 @@ def project_images(
             "source": loaded.source,
             "weights_sha256": loaded.weights_sha256,
             "random_weights": random_weights,
-            "preprocess": repr(loaded.preprocess),
+            "preprocess": _describe(loaded.preprocess),
             "layer": layer,
             "position_requested": _position_text(position),
             "rule": rule,
