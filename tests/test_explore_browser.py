@@ -31,6 +31,7 @@ from click.testing import CliRunner
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
 
 from convlens import LayerSpec, conv_matrix
 from convlens.arithmetic import colliding_input_sizes
@@ -404,6 +405,42 @@ def test_invalid_query_values_show_a_message(
     assert severe_console_entries(browser) == []
 
 
+# The seed's example, transcribed from its LaTeX (x^{(l+1)}_{ij} written x_ij): the transposed
+# conv of a 2×2 input with a 3×3 kernel, (vec(x)ᵀ Cᵀ) reshaped to 4×4 ...
+SEED_TRANSPOSED = [
+    ["w₁₁x₁₁", "w₁₁x₁₂ + w₁₂x₁₁", "w₁₂x₁₂ + w₁₃x₁₁", "w₁₃x₁₂"],
+    ["w₁₁x₂₁ + w₂₁x₁₁", "w₁₁x₂₂ + w₁₂x₂₁ + w₂₁x₁₂ + w₂₂x₁₁",
+     "w₁₂x₂₂ + w₁₃x₂₁ + w₂₂x₁₂ + w₂₃x₁₁", "w₁₃x₂₂ + w₂₃x₁₂"],
+    ["w₂₁x₂₁ + w₃₁x₁₁", "w₂₁x₂₂ + w₂₂x₂₁ + w₃₁x₁₂ + w₃₂x₁₁",
+     "w₂₂x₂₂ + w₂₃x₂₁ + w₃₂x₁₂ + w₃₃x₁₁", "w₂₃x₂₂ + w₃₃x₁₂"],
+    ["w₃₁x₂₁", "w₃₁x₂₂ + w₃₂x₂₁", "w₃₂x₂₂ + w₃₃x₂₁", "w₃₃x₂₂"],
+]  # fmt: skip
+# ... and the conv of a 4×4 input with it (X^{(l+1)} = X^{(l)} * W).
+SEED_CONV = [
+    ["w₁₁x₁₁ + w₁₂x₁₂ + w₁₃x₁₃ + w₂₁x₂₁ + w₂₂x₂₂ + w₂₃x₂₃ + w₃₁x₃₁ + w₃₂x₃₂ + w₃₃x₃₃",
+     "w₁₁x₁₂ + w₁₂x₁₃ + w₁₃x₁₄ + w₂₁x₂₂ + w₂₂x₂₃ + w₂₃x₂₄ + w₃₁x₃₂ + w₃₂x₃₃ + w₃₃x₃₄"],
+    ["w₁₁x₂₁ + w₁₂x₂₂ + w₁₃x₂₃ + w₂₁x₃₁ + w₂₂x₃₂ + w₂₃x₃₃ + w₃₁x₄₁ + w₃₂x₄₂ + w₃₃x₄₃",
+     "w₁₁x₂₂ + w₁₂x₂₃ + w₁₃x₂₄ + w₂₁x₃₂ + w₂₂x₃₃ + w₂₃x₃₄ + w₃₁x₄₂ + w₃₂x₄₃ + w₃₃x₄₄"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("mode=transpose&dims=2&input=2&kernel=3&stride=1&padding=0", SEED_TRANSPOSED),
+        ("mode=conv&dims=2&input=4&kernel=3&stride=1&padding=0", SEED_CONV),
+    ],
+)
+def test_hovered_formulas_read_as_the_seed_writes_them(
+    browser: webdriver.Chrome, page: Path, text: str, expected: list[list[str]]
+) -> None:
+    browser.get(page.as_uri() + "?" + text)
+    cells = [(r, c) for r in range(len(expected)) for c in range(len(expected[0]))]
+    state = browser.execute_script(READ_PAGE, [list(cell) for cell in cells])
+    for (r, c), formula in zip(cells, state["formulas"]):
+        assert formula == f"y{chr(0x2081 + r)}{chr(0x2081 + c)} = {expected[r][c]}"
+
+
 def test_unknown_keys_are_a_note_and_the_page_still_works(
     browser: webdriver.Chrome, page: Path
 ) -> None:
@@ -443,6 +480,40 @@ def test_keyboard_changes_settings_steps_and_the_link(
     browser.get(link)
     assert browser.find_element(By.CSS_SELECTOR, "[data-testid=output-size]").text == shown
     assert severe_console_entries(browser) == []
+
+
+def test_rows_and_columns_can_differ_and_play_advances(
+    browser: webdriver.Chrome, page: Path
+) -> None:
+    browser.get(page.as_uri() + "?mode=conv&dims=2&input=5&kernel=3&stride=2&padding=1")
+    second = browser.find_element(By.ID, "input-1")
+    assert not second.is_displayed()
+    browser.find_element(By.ID, "separate").click()
+    assert second.is_displayed()
+    second.send_keys(Keys.BACKSPACE, "9")  # input 5×9
+    expected = F.conv2d(torch.zeros(1, 1, 5, 9), torch.zeros(1, 1, 3, 3), stride=2, padding=1)
+    out = browser.find_element(By.CSS_SELECTOR, "[data-testid=output-size]")
+    assert out.text == "×".join(map(str, expected.shape[2:]))
+    assert "input=5,9" in browser.find_element(By.ID, "share").get_attribute("href")
+    label = browser.find_element(By.ID, "step-label")
+    before = label.text
+    browser.find_element(By.ID, "play").click()
+    WebDriverWait(browser, 10).until(lambda d: label.text != before)
+    browser.find_element(By.ID, "play").click()
+    assert severe_console_entries(browser) == []
+
+
+def test_a_step_in_the_link_selects_that_output(browser: webdriver.Chrome, page: Path) -> None:
+    base = "?mode=transpose&dims=2&input=3&kernel=3&stride=2&padding=1&output_padding=1"
+    browser.get(page.as_uri() + base + "&by=output&step=7")  # output (1, 1) of 6×6
+    formula = browser.find_element(By.CSS_SELECTOR, "[data-testid=formula]").text
+    state = browser.execute_script(READ_PAGE, [[1, 1]])
+    assert formula == state["formulas"][0]
+    assert formula.startswith("y₂₂ = ")
+    browser.get(page.as_uri() + base + "&by=output&step=36")  # one past the last output
+    state = browser.execute_script(READ_PAGE, [])
+    assert state["error"]
+    assert state["params"] == ["step"]
 
 
 def test_output_padding_is_offered_only_where_pytorch_allows_it(
@@ -511,7 +582,8 @@ def test_generated_code_and_cli_lines_run_and_agree(
     if config["dims"] == 2:  # the figure lines (2-D only) run too
         figures = [line for line in lines if line.startswith("convlens figure")]
         assert len(figures) == 2
-        _run_cli(figures[0], tmp_path)
+        # the quick one: C as a .png (conv), the scatter GIF with one frame per input pixel
+        _run_cli(figures[1] if config["mode"] == "conv" else figures[0], tmp_path)
 
 
 @pytest.fixture

@@ -461,8 +461,8 @@
     clearNode($("size-formula"));
     clearNode($("collisions"));
     $("formula").textContent = "—";
-    $("torch-code").textContent = "";
-    $("cli-code").textContent = "";
+    $("torch-code").textContent = "—";
+    $("cli-code").textContent = "—";
     clearNode($("views"));
     $("views").appendChild(el("p", { class: "placeholder" }, "Nothing to draw until the settings make a valid layer."));
   }
@@ -830,11 +830,14 @@
     cycles.forEach((cycle, a) => {
       if (a > 0 && same) return;
       const x = g.axes[a];
-      const where = g.dims > 1 && !same ? (a === 0 ? "Along rows" : "Along columns") : "Away from the borders";
+      let where = "Away from the borders";
+      if (g.dims > 1) where = same ? "Along each axis, away from the borders," : (a === 0 ? "Along rows, away from the borders," : "Along columns, away from the borders,");
+      const per = g.dims > 1 ? " (per axis; a 2-D pixel gets the product)" : "";
       if (cycle.every((c) => c === cycle[0])) {
-        parts.push(where + " every output gets " + cycle[0] + " tap" + (cycle[0] === 1 ? "" : "s") + ": no checkerboard (the " + x.k + " taps split evenly over the " + x.s + " phases of the stride).");
+        const why = x.s === 1 ? "stride 1" : "the " + x.k + " taps split evenly over the " + x.s + " phases of the stride";
+        parts.push(where + " every output gets " + cycle[0] + " tap" + (cycle[0] === 1 ? "" : "s") + per + ": no checkerboard (" + why + ").");
       } else {
-        parts.push(where + " the count cycles " + cycle.join(", ") + " with period " + x.s + ": the checkerboard of a transposed conv, whose " + x.k + " taps do not split evenly over the " + x.s + " phases of the stride" + (cycle.includes(0) ? " (0: positions no tap ever reaches)" : "") + ".");
+        parts.push(where + " the count cycles " + cycle.join(", ") + " with period " + x.s + per + ": the checkerboard of a transposed conv, whose " + x.k + " taps do not split evenly over the " + x.s + " phases of the stride" + (cycle.includes(0) ? " (0: positions no tap ever reaches)" : "") + ".");
       }
     });
     return parts.join(" ");
