@@ -333,7 +333,11 @@ def test_groups_block_structure() -> None:
 
 # ---------------------------------------------------------------------- errors
 def test_errors_name_the_parameter() -> None:
-    with pytest.raises(ParameterError, match=r"kernel_size: expected a dilated kernel that fits"):
+    with pytest.raises(
+        ParameterError,
+        match=r"kernel_size: expected an effective kernel \(dilation\*\(kernel-1\)\+1 = 3\) no "
+        r"larger than the padded input \(2\+0\+0 = 2\)",
+    ):
         symbolic_conv(2, 3)
     with pytest.raises(ParameterError, match=r"groups: expected a divisor of in_channels=3"):
         symbolic_conv(4, 3, in_channels=3, out_channels=2, groups=2)
@@ -346,10 +350,11 @@ def test_errors_name_the_parameter() -> None:
     ):
         symbolic_conv_transpose(3, 3, stride=2, output_padding=2)
     with pytest.raises(
-        ParameterError, match=r"padding: expected a padding that leaves the transposed"
+        ParameterError,
+        match=r"padding: expected a padding that leaves at least one output of the transposed",
     ):
         symbolic_conv_transpose(2, 3, padding=3)
-    with pytest.raises(ParameterError, match=r"stride: expected positive ints, received 0"):
+    with pytest.raises(ParameterError, match=r"stride: expected positive ints, received \(0, 0\)"):
         symbolic_conv(4, 3, stride=0)
     with pytest.raises(ParameterTypeError, match=r"in_channels: expected an int, received str"):
         symbolic_conv(4, 3, in_channels="2")  # type: ignore[arg-type]
@@ -480,7 +485,10 @@ def test_cli_errors_exit_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> 
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert "kernel_size: expected a dilated kernel that fits the padded input" in err
+    assert (
+        "kernel_size: expected an effective kernel (dilation*(kernel-1)+1 = 3) no larger than "
+        "the padded input (2+0+0 = 2)" in err
+    )
     with pytest.raises(SystemExit) as exc:
         main(["symbolic", "--input", "4,x", "--kernel", "3"])
     assert exc.value.code == 2

@@ -19,35 +19,8 @@ from convlens.arithmetic import (
     trace_chain,
     transpose_size_range,
 )
-from convlens.errors import ParameterError
+from convlens.cli._sizes import INTS, PADDING
 from convlens.lint.overlap import overlap_map
-
-
-class _Ints(click.ParamType):
-    """An int or a comma list of ints, one per dimension (``5`` or ``5,7``)."""
-
-    name = "INT[,INT...]"
-
-    def __init__(self, words: tuple[str, ...] = ()) -> None:
-        self.words = words
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        text = value.strip().lower()
-        if text in self.words:
-            return text
-        try:
-            items = tuple(int(v) for v in text.split(","))
-        except ValueError:
-            extra = f", or {' / '.join(self.words)}" if self.words else ""
-            name = param.opts[0] if param is not None and param.opts else "value"
-            raise ParameterError(name, f"an int or a comma list of ints{extra}", value) from None
-        return items[0] if len(items) == 1 else items
-
-
-INTS = _Ints()
-PADDING = _Ints(("same", "valid"))
 
 
 def _ndim(dims: int | None, *values: Any) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from convlens.cli.symbolic import INTS, geometry_options
+from convlens.cli._sizes import INTS, geometry_options
 from convlens.figures import (
     Scene,
     connection_scene,
@@ -152,9 +152,7 @@ def matrix_cmd(
 @click.option("--padding", type=INTS, default=0, show_default=True, help="Zero padding.")
 @click.option("--dilation", type=INTS, default=1, show_default=True)
 @click.option("--output-padding", type=INTS, default=0, show_default=True)
-@click.option(
-    "--input", "input_size", type=INTS, default=4, show_default=True, help="Input size."
-)
+@click.option("--input", "input_size", type=INTS, default=4, show_default=True, help="Input size.")
 @click.option("--dims", type=click.IntRange(1, 2), default=2, show_default=True)
 @click.option(
     "--layers",

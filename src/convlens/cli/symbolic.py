@@ -9,47 +9,8 @@ from typing import Any
 
 import click
 
-from convlens.errors import ParameterError
-from convlens.symbolic import FORMATS, SHOWS, render, symbolic_conv, symbolic_conv_transpose
-from convlens.symbolic._pattern import make_geometry
-
-
-class _Ints(click.ParamType):
-    """An int or a comma list of ints, one per dimension (``5`` or ``5,7``)."""
-
-    name = "INT[,INT...]"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        try:
-            items = tuple(int(v) for v in value.strip().split(","))
-        except ValueError:
-            name = param.opts[0] if param is not None and param.opts else "value"
-            raise ParameterError(name, "an int or a comma list of ints", value) from None
-        return items[0] if len(items) == 1 else items
-
-
-INTS = _Ints()
-
-
-def geometry_options(fn: Any) -> Any:
-    """The options shared by ``symbolic`` and ``figure``: input, kernel, stride, padding, dilation."""
-    for opt in reversed(
-        [
-            click.option(
-                "--input", "input_size", type=INTS, required=True, help="Input size (5 or 5,7)."
-            ),
-            click.option("--kernel", "kernel_size", type=INTS, required=True, help="Kernel size."),
-            click.option("--stride", type=INTS, default=1, show_default=True),
-            click.option(
-                "--padding", type=INTS, default=0, show_default=True, help="Zero padding."
-            ),
-            click.option("--dilation", type=INTS, default=1, show_default=True),
-        ]
-    ):
-        fn = opt(fn)
-    return fn
+from convlens.cli._sizes import INTS, geometry_options
+from convlens.symbolic import FORMATS, SHOWS, render, symbolic_conv, symbolic_undo
 
 
 @click.command("symbolic")
@@ -106,27 +67,12 @@ def symbolic_cmd(
     Example: convlens symbolic --input 4 --kernel 3 --show C (the seed's 16x4 C).
     """
     cin, cout = channels if isinstance(channels, tuple) else (channels, channels)
-    common = {
-        "stride": stride,
-        "padding": padding,
-        "dilation": dilation,
-        "groups": groups,
-        "index_base": 0 if zero_based else 1,
-    }
-    if output_padding is None:
-        sc = symbolic_conv(input_size, kernel_size, in_channels=cin, out_channels=cout, **common)
-    else:
-        conv = make_geometry(
-            input_size, kernel_size, stride=stride, padding=padding, dilation=dilation
-        )
-        sc = symbolic_conv_transpose(
-            conv.output_size,
-            kernel_size,
-            output_padding=output_padding,
-            in_channels=cout,
-            out_channels=cin,
-            **common,
-        )
+    sc = symbolic_conv(
+        input_size, kernel_size, stride=stride, padding=padding, dilation=dilation,
+        in_channels=cin, out_channels=cout, groups=groups, index_base=0 if zero_based else 1,
+    )  # fmt: skip
+    if output_padding is not None:
+        sc = symbolic_undo(sc, output_padding)
     text = render(sc, show, fmt, layout=layout, max_rows=max_rows, max_cols=max_cols, blocks=blocks)
     click.echo(text)
 

@@ -13,16 +13,10 @@ Files are written atomically (temporary file, then ``os.replace``).
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch, Rectangle
-from PIL import Image
 
 from convlens.errors import ParameterError
 from convlens.figures.frames import (
@@ -38,6 +32,12 @@ from convlens.figures.frames import (
     matrix_entries,
     transpose_scatter_frames,
 )
+from convlens.io import atomic_path
+
+if TYPE_CHECKING:  # matplotlib and Pillow are imported when a picture is drawn
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
 
 __all__ = [
     "EXTENSIONS",
@@ -72,6 +72,8 @@ class _Grid:
     """A grid of square cells on an axes, with optional labels; cell (r, c) at row r, column c."""
 
     def __init__(self, ax: Any, shape: Cell, title: str, labels: dict[Cell, str] | None = None):
+        from matplotlib.patches import Rectangle
+
         self.ax, self.shape = ax, shape
         self.cells: dict[Cell, Rectangle] = {}
         fontsize = max(5.0, min(9.0, 60.0 / max(shape)))
@@ -111,13 +113,21 @@ class _Grid:
                 rect.set_zorder(1)
 
 
+def _new_figure(figsize: tuple[float, float]) -> Figure:
+    """A matplotlib figure on the Agg canvas (no pyplot state); imports matplotlib."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=80)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def _figure(widths: list[int], height: int) -> tuple[Figure, list[Any]]:
     unit = min(0.42, 9.0 / max(sum(widths), height))
-    fig = Figure(
-        figsize=(max(4.0, unit * sum(widths) + 1.2 * len(widths)), max(2.6, unit * height + 1.2)),
-        dpi=80,
+    fig = _new_figure(
+        (max(4.0, unit * sum(widths) + 1.2 * len(widths)), max(2.6, unit * height + 1.2))
     )
-    FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(widths), gridspec_kw={"width_ratios": widths})
     fig.subplots_adjust(left=0.02, right=0.98, top=0.80, bottom=0.04, wspace=0.15)
     return fig, list(np.atleast_1d(axes))
@@ -237,6 +247,8 @@ class ScatterScene(Scene):
             f.full_size,
             f"output {o[0]}×{o[1]} (grey: cropped by padding {p})",
         )
+        from matplotlib.patches import Rectangle
+
         axes[2].add_patch(
             Rectangle(
                 (p[1], p[0]), o[1], o[0], fill=False, edgecolor="black", linewidth=2.0, zorder=5
@@ -342,15 +354,14 @@ class MatrixScene(Scene):
     """C as a picture: its sparsity pattern, every kernel entry in its own colour."""
 
     def __init__(self, entries: np.ndarray, kernel_size: Cell, layout: str):
+        from matplotlib.patches import Patch
+
         self.entries = entries
         n_k = kernel_size[0] * kernel_size[1]
         self.image = matrix_colours(entries, n_k)
         rows, cols = entries.shape
         unit = min(0.35, 11.0 / max(rows, cols))
-        self.fig = Figure(
-            figsize=(max(4.0, unit * cols + 2.8), max(2.5, unit * rows + 1.4)), dpi=80
-        )
-        FigureCanvasAgg(self.fig)
+        self.fig = _new_figure((max(4.0, unit * cols + 2.8), max(2.5, unit * rows + 1.4)))
         self.ax = ax = self.fig.add_subplot(1, 1, 1)
         ax.imshow(self.image, interpolation="nearest", aspect="equal")
         ax.set_xticks(np.arange(-0.5, cols, 1), minor=True)
@@ -393,12 +404,13 @@ class ConnectionScene(Scene):
         output_size: Cell,
         kernel_size: Cell,
     ):
+        from matplotlib.patches import Patch
+
         self.links = links
         n, o = input_size, output_size
         n_in, n_out = n[0] * n[1], o[0] * o[1]
         unit = min(0.28, 12.0 / n_in)
-        self.fig = Figure(figsize=(6.0, max(3.0, unit * n_in + 1.2)), dpi=80)
-        FigureCanvasAgg(self.fig)
+        self.fig = _new_figure((6.0, max(3.0, unit * n_in + 1.2)))
         self.ax = ax = self.fig.add_subplot(1, 1, 1)
         step = n_in / n_out
         self.in_xy = {divmod(j, n[1]): (0.0, j + 0.5) for j in range(n_in)}
@@ -545,13 +557,10 @@ def save_scene(
         raise ParameterError("fps", "a positive number", fps)
     if not path.parent.is_dir():
         raise ParameterError("out", "a path in an existing folder", str(out))
-    fd, tmp = tempfile.mkstemp(suffix=ext, prefix=".convlens-", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    try:
+    with atomic_path(path) as tmp:
         if ext == ".gif":
+            from PIL import Image
+
             images = [Image.fromarray(scene.rgb(k)) for k in range(scene.n_frames)]
             images[0].save(
                 tmp,
@@ -565,8 +574,4 @@ def save_scene(
         else:
             scene.show(0 if frame is None else frame)
             scene.fig.savefig(tmp, format=ext[1:])
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

@@ -20,10 +20,9 @@ from itertools import product
 
 import numpy as np
 
-from convlens._utils import as_tuple, check_positive
-from convlens.arithmetic import LayerSpec
-from convlens.errors import ParameterError
-from convlens.symbolic._pattern import conv_pattern, make_geometry
+from convlens.arithmetic import LayerSpec, layer_entries, layer_triples
+from convlens.errors import ParameterError, ParameterTypeError
+from convlens.index import axis_triples, grid_triples
 
 __all__ = [
     "ConvFrames",
@@ -40,14 +39,59 @@ __all__ = [
 ]
 
 Cell = tuple[int, int]
+_TWO_D = "an int or a pair of ints (figures are 2-D)"
 
 
-def _pair(value: object, name: str, *, allow_zero: bool = False) -> tuple[int, int]:
+def _two(value: object, name: str) -> object:
+    """Refuse what is not 2-D (the figures' scope); LayerSpec checks the values."""
+    if isinstance(value, str):
+        raise ParameterTypeError(name, _TWO_D, value)
     if isinstance(value, (tuple, list)) and len(value) != 2:
-        raise ParameterError(name, "an int or a pair of ints (figures are 2-D)", value)
-    t = as_tuple(value, 2, name)
-    check_positive(t, name, allow_zero=allow_zero)
-    return (t[0], t[1])
+        raise ParameterError(name, _TWO_D, value)
+    return value
+
+
+def _cell(values: tuple[int, ...]) -> Cell:
+    return (values[0], values[1])
+
+
+def _pad_lo(spec: LayerSpec) -> Cell:
+    """The padding before each dimension (figures pad with int padding, the same after)."""
+    (lo0, _), (lo1, _) = spec.padding_pairs()
+    return (lo0, lo1)
+
+
+def _conv_spec(kernel_size: object, stride: object, padding: object, dilation: object) -> LayerSpec:
+    return LayerSpec.conv(
+        _two(kernel_size, "kernel_size"), _two(stride, "stride"), _two(padding, "padding"),
+        _two(dilation, "dilation"), ndim=2,
+    )  # fmt: skip
+
+
+def _transpose_spec(
+    kernel_size: object, stride: object, padding: object, output_padding: object, dilation: object
+) -> LayerSpec:
+    return LayerSpec.conv_transpose(
+        _two(kernel_size, "kernel_size"), _two(stride, "stride"), _two(padding, "padding"),
+        _two(output_padding, "output_padding"), dilation=_two(dilation, "dilation"), ndim=2,
+    )  # fmt: skip
+
+
+def _windows(
+    canvas: tuple[int, ...], spec: LayerSpec, out: tuple[int, ...], stride: tuple[int, ...]
+) -> tuple[tuple[Cell, ...], ...]:
+    """Per output (C order), the canvas cells its kernel taps meet (C order): the engine's
+    triples of an unpadded conv with ``stride`` over the whole ``canvas``."""
+    grid = grid_triples(
+        [
+            axis_triples(c, k, s, (0, 0), d, out_length=o)
+            for c, k, s, d, o in zip(canvas, spec.kernel_size, stride, spec.dilation, out)
+        ]
+    )
+    n_k = spec.kernel_size[0] * spec.kernel_size[1]
+    rows, cols = np.divmod(grid.inp, canvas[1])
+    cells = list(zip(rows.tolist(), cols.tolist()))
+    return tuple(tuple(cells[j : j + n_k]) for j in range(0, len(cells), n_k))
 
 
 def _cells(shape: tuple[int, ...]) -> list[Cell]:
@@ -91,14 +135,15 @@ class ConvFrames:
 
 
 @lru_cache(maxsize=64)
-def _conv_frames(n: Cell, k: Cell, s: Cell, p: Cell, d: Cell) -> ConvFrames:
-    g = make_geometry(n, k, stride=s, padding=p, dilation=d)
-    out = (g.output_size[0], g.output_size[1])
-    windows = tuple(
-        tuple((a * s[0] + t * d[0], b * s[1] + u * d[1]) for t, u in _cells(k))
-        for a, b in _cells(out)
-    )
-    return ConvFrames(n, k, s, p, d, out, (n[0] + 2 * p[0], n[1] + 2 * p[1]), windows)
+def _conv_frames(spec: LayerSpec, n: tuple[int, ...]) -> ConvFrames:
+    out = spec.output_size(n)
+    p = _pad_lo(spec)
+    canvas = (n[0] + 2 * p[0], n[1] + 2 * p[1])
+    windows = _windows(canvas, spec, out, spec.stride)
+    return ConvFrames(
+        _cell(n), _cell(spec.kernel_size), _cell(spec.stride), p, _cell(spec.dilation),
+        _cell(out), canvas, windows,
+    )  # fmt: skip
 
 
 def conv_frames(
@@ -114,13 +159,8 @@ def conv_frames(
     >>> sorted(conv_frames(5, 3, stride=2, padding=1).reads(0))
     [(0, 0), (0, 1), (1, 0), (1, 1)]
     """
-    return _conv_frames(
-        _pair(input_size, "input_size"),
-        _pair(kernel_size, "kernel_size"),
-        _pair(stride, "stride"),
-        _pair(padding, "padding", allow_zero=True),
-        _pair(dilation, "dilation"),
-    )
+    spec = _conv_spec(kernel_size, stride, padding, dilation)
+    return _conv_frames(spec, spec.check_input_size(_two(input_size, "input_size")))
 
 
 def transpose_output_size(
@@ -137,15 +177,8 @@ def transpose_output_size(
     >>> transpose_output_size(2, 3, stride=2, padding=1, output_padding=1)
     (4, 4)
     """
-    spec = LayerSpec.conv_transpose(
-        _pair(kernel_size, "kernel_size"),
-        _pair(stride, "stride"),
-        _pair(padding, "padding", allow_zero=True),
-        _pair(output_padding, "output_padding", allow_zero=True),
-        dilation=_pair(dilation, "dilation"),
-    )
-    out = spec.output_size(_pair(input_size, "input_size"))
-    return (out[0], out[1])
+    spec = _transpose_spec(kernel_size, stride, padding, output_padding, dilation)
+    return _cell(spec.output_size(_two(input_size, "input_size")))
 
 
 @dataclass(frozen=True)
@@ -191,17 +224,18 @@ def transpose_scatter_frames(
     >>> f.output_size, f.stamps[1][:2]
     ((5, 5), ((0, 2), (0, 3)))
     """
-    i, k = _pair(input_size, "input_size"), _pair(kernel_size, "kernel_size")
-    s, d = _pair(stride, "stride"), _pair(dilation, "dilation")
-    p = _pair(padding, "padding", allow_zero=True)
-    op = _pair(output_padding, "output_padding", allow_zero=True)
-    out = transpose_output_size(i, k, stride=s, padding=p, output_padding=op, dilation=d)
+    spec = _transpose_spec(kernel_size, stride, padding, output_padding, dilation)
+    i = spec.check_input_size(_two(input_size, "input_size"))
+    out = spec.output_size(i)
+    p = _pad_lo(spec)
     full = (out[0] + 2 * p[0], out[1] + 2 * p[1])
-    stamps = tuple(
-        tuple((a * s[0] + t * d[0], b * s[1] + u * d[1]) for t, u in _cells(k))
-        for a, b in _cells(i)
-    )
-    return ScatterFrames(i, k, s, p, op, d, out, full, stamps)
+    # input pixel a stamps the kernel at a*s + t*d of the uncropped canvas: the adjoint conv's
+    # (output, tap, input) triples over that canvas
+    stamps = _windows(full, spec, i, spec.stride)
+    return ScatterFrames(
+        _cell(i), _cell(spec.kernel_size), _cell(spec.stride), p, _cell(spec.output_padding),
+        _cell(spec.dilation), _cell(out), full, stamps,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -265,22 +299,26 @@ def fractional_frames(
     >>> f.canvas_size, f.input_cells, f.kernel_entry[0]
     ((7, 7), ((2, 2), (2, 4), (4, 2), (4, 4)), 8)
     """
-    i, k = _pair(input_size, "input_size"), _pair(kernel_size, "kernel_size")
-    s, d = _pair(stride, "stride"), _pair(dilation, "dilation")
-    p = _pair(padding, "padding", allow_zero=True)
-    op = _pair(output_padding, "output_padding", allow_zero=True)
-    out = transpose_output_size(i, k, stride=s, padding=p, output_padding=op, dilation=d)
-    edge = (d[0] * (k[0] - 1), d[1] * (k[1] - 1))
-    canvas = tuple((i[n] - 1) * s[n] + 1 + 2 * edge[n] + op[n] for n in range(2))
-    input_cells = tuple((edge[0] + a * s[0], edge[1] + b * s[1]) for a, b in _cells(i))
-    windows = tuple(
-        tuple((a + p[0] + t * d[0], b + p[1] + u * d[1]) for t, u in _cells(k))
-        for a, b in _cells(out)
+    spec = _transpose_spec(kernel_size, stride, padding, output_padding, dilation)
+    i = spec.check_input_size(_two(input_size, "input_size"))
+    out = spec.output_size(i)
+    k, s, d, op = (
+        _cell(v) for v in (spec.kernel_size, spec.stride, spec.dilation, spec.output_padding)
     )
+    p = _pad_lo(spec)
+    edge = (d[0] * (k[0] - 1), d[1] * (k[1] - 1))
+    canvas = (
+        (i[0] - 1) * s[0] + 1 + 2 * edge[0] + op[0],
+        (i[1] - 1) * s[1] + 1 + 2 * edge[1] + op[1],
+    )
+    input_cells = tuple((edge[0] + a * s[0], edge[1] + b * s[1]) for a, b in _cells(i))
+    # output a reads canvas cells p + a + t*d: a stride-1 conv over the canvas past the crop
+    cropped = _windows((canvas[0] - p[0], canvas[1] - p[1]), spec, out, (1, 1))
+    windows = tuple(tuple((r + p[0], c + p[1]) for r, c in w) for w in cropped)
     n_k = k[0] * k[1]
     flipped = tuple(n_k - 1 - t for t in range(n_k))
     return FractionalFrames(
-        i, k, s, p, op, d, out, (canvas[0], canvas[1]), input_cells, windows, flipped
+        _cell(i), k, s, p, op, d, _cell(out), canvas, input_cells, windows, flipped
     )
 
 
@@ -303,17 +341,10 @@ def matrix_entries(
     """
     if layout not in ("torch", "row"):
         raise ParameterError("layout", "'torch' or 'row'", layout)
-    n, k = _pair(input_size, "input_size"), _pair(kernel_size, "kernel_size")
-    g = make_geometry(
-        n,
-        k,
-        stride=_pair(stride, "stride"),
-        padding=_pair(padding, "padding", allow_zero=True),
-        dilation=_pair(dilation, "dilation"),
-    )
-    pat = conv_pattern(g.input_size, g.output_size, g.kernel_size, g.stride, g.padding, g.dilation)
-    m = np.zeros((int(np.prod(g.output_size)), int(np.prod(g.input_size))), dtype=np.int64)
-    m[pat.out_index, pat.in_index] = pat.w_index + 1
+    spec = _conv_spec(kernel_size, stride, padding, dilation)
+    e = layer_entries(spec, _two(input_size, "input_size"))
+    m = np.zeros(e.shape, dtype=np.int64)
+    m[e.out, e.inp] = e.weight_index + 1
     return m if layout == "torch" else m.T
 
 
@@ -358,12 +389,14 @@ def connections(
     >>> connections(3, 2)[:2]
     [((0, 0), (0, 0), 0), ((0, 1), (0, 0), 1)]
     """
-    f = conv_frames(input_size, kernel_size, stride=stride, padding=padding, dilation=dilation)
-    out = []
-    p, n = f.padding, f.input_size
-    for k, window in enumerate(f.windows):
-        o = divmod(k, f.output_size[1])
-        for t, (r, c) in enumerate(window):
-            if 0 <= r - p[0] < n[0] and 0 <= c - p[1] < n[1]:
-                out.append(((r - p[0], c - p[1]), o, t))
-    return out
+    spec = _conv_spec(kernel_size, stride, padding, dilation)
+    n = spec.check_input_size(_two(input_size, "input_size"))
+    grid = grid_triples(layer_triples(spec, n))
+    i_r, i_c = np.divmod(grid.inp, n[1])
+    o_r, o_c = np.divmod(grid.out, grid.out_shape[1])
+    return [
+        ((a, b), (c, d), t)
+        for a, b, c, d, t in zip(
+            i_r.tolist(), i_c.tolist(), o_r.tolist(), o_c.tolist(), grid.tap.tolist()
+        )
+    ]

@@ -1,6 +1,8 @@
 """Symbolic convolution with sympy: C, the conv output and the transposed result as matrices of
 symbols, rendered as LaTeX, Unicode or Markdown (Dumoulin & Visin, arXiv:1603.07285).
 
+Loads sympy (and NumPy), not torch: C's pattern comes from the index engine :mod:`convlens.index`.
+
 >>> from convlens.symbolic import symbolic_conv
 >>> symbolic_conv(4, 3).C(layout="row")[5, 3]
 w_{11}
@@ -12,13 +14,13 @@ from convlens.symbolic.build import (
     symbol_grid,
     symbolic_conv,
     symbolic_conv_transpose,
+    symbolic_undo,
 )
-from convlens.symbolic.render import (
+from convlens.symbolic.render import SHOWS, render
+from convlens.symbolic.text import (
     FORMATS,
-    SHOWS,
     latex_matrix,
     markdown_matrix,
-    render,
     render_matrix,
     unicode_entry,
     unicode_matrix,
@@ -36,6 +38,7 @@ __all__ = [
     "symbol_grid",
     "symbolic_conv",
     "symbolic_conv_transpose",
+    "symbolic_undo",
     "unicode_entry",
     "unicode_matrix",
 ]

@@ -2,7 +2,8 @@
 
 The symbols follow the seed post: ``x^{(l)}_{ij}`` the input, ``x^{(l+1)}_{ij}`` the output,
 ``w_{ij}`` the kernel, with channel indices in front when there are several channels
-(``x^{(l)}_{c,ij}``, ``w_{o,c,ij}``). C is built straight from the index pattern in O(nnz);
+(``x^{(l)}_{c,ij}``, ``w_{o,c,ij}``). C is built straight from the index pattern
+(:func:`convlens.arithmetic.layer_entries`, the one index engine) in O(nnz);
 :meth:`SymbolicConv.C_by_diff` derives it the seed's way (slide, then differentiate) as a
 cross-check. The transposed convolution is ``C^T vec(x^{(l+1)})``, "the gradient of Conv2d
 with respect to its input" (PyTorch docs; Dumoulin & Visin, arXiv:1603.07285, section 4).
@@ -25,14 +26,10 @@ from typing import Any, Literal
 import numpy as np
 import sympy as sp
 
+from convlens.arithmetic import LayerSpec, infer_ndim, invert_conv, layer_entries, layer_triples
 from convlens.errors import ParameterError, ParameterTypeError
-from convlens.symbolic._pattern import (
-    ConvGeometry,
-    Pattern,
-    _sizes,
-    conv_pattern,
-    make_geometry,
-)
+from convlens.index import AxisTriples, ConvEntries
+from convlens.symbolic.text import as_matrix, latex_matrix
 
 __all__ = [
     "INPUT",
@@ -43,6 +40,7 @@ __all__ = [
     "symbol_grid",
     "symbolic_conv",
     "symbolic_conv_transpose",
+    "symbolic_undo",
 ]
 
 Layout = Literal["torch", "row"]
@@ -76,18 +74,12 @@ def symbol_grid(
     return out
 
 
-def _as_matrix(grid: np.ndarray) -> sp.Matrix:
-    """A 1-D grid as a 1×n row, a 2-D grid as it is; 3-D grids are stacked along rows."""
-    if grid.ndim == 1:
-        return sp.Matrix(1, grid.shape[0], list(grid))
-    return sp.Matrix(grid.reshape(-1, grid.shape[-1]).tolist())
-
-
 @dataclass(frozen=True)
 class SymbolicConv:
     """The symbolic algebra of one convolution (and of its transpose).
 
-    Build it with :func:`symbolic_conv` or :func:`symbolic_conv_transpose`. Index helpers:
+    Build it with :func:`symbolic_conv`, :func:`symbolic_conv_transpose` or
+    :func:`symbolic_undo`; ``spec`` is the layer, ``size`` the size it is applied to. Index helpers:
     ``x`` (input symbols, shape ``(C_in, *N)``), ``y`` (output symbols ``(C_out, *O)``),
     ``w`` (weight symbols ``(C_out, C_in/groups, *K)``).
 
@@ -96,50 +88,67 @@ class SymbolicConv:
     w_{11}*x^{(l)}_{11} + w_{12}*x^{(l)}_{12} + w_{21}*x^{(l)}_{21} + w_{22}*x^{(l)}_{22}
     """
 
-    geometry: ConvGeometry
+    spec: LayerSpec
+    size: tuple[int, ...]
     index_base: int = 1
+
+    # ------------------------------------------------------------------ geometry
+    @cached_property
+    def _triples(self) -> tuple[AxisTriples, ...]:
+        return layer_triples(self.spec, self.size)
+
+    @property
+    def input_size(self) -> tuple[int, ...]:
+        """Spatial size of ``x`` (the conv's input; for a transposed conv, its output)."""
+        return tuple(t.in_length for t in self._triples)
+
+    @property
+    def output_size(self) -> tuple[int, ...]:
+        """Spatial size of ``y`` (the conv's output; for a transposed conv, its input)."""
+        return tuple(t.out_length for t in self._triples)
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of ``x``."""
+        c = self.spec.out_channels if self.spec.kind == "conv_transpose" else self.spec.in_channels
+        return 1 if c is None else c
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of ``y``."""
+        c = self.spec.in_channels if self.spec.kind == "conv_transpose" else self.spec.out_channels
+        return 1 if c is None else c
 
     # ------------------------------------------------------------------ symbols
     @property
     def x(self) -> np.ndarray:
-        g = self.geometry
-        return symbol_grid(INPUT, (g.in_channels,), g.input_size, self.index_base)
+        return symbol_grid(INPUT, (self.in_channels,), self.input_size, self.index_base)
 
     @property
     def y(self) -> np.ndarray:
-        g = self.geometry
-        return symbol_grid(OUTPUT, (g.out_channels,), g.output_size, self.index_base)
+        return symbol_grid(OUTPUT, (self.out_channels,), self.output_size, self.index_base)
 
     @property
     def w(self) -> np.ndarray:
-        g = self.geometry
-        shape = (g.out_channels, g.in_channels // g.groups)
-        return symbol_grid(WEIGHT, shape, g.kernel_size, self.index_base)
+        shape = (self.out_channels, self.in_channels // self.spec.groups)
+        return symbol_grid(WEIGHT, shape, self.spec.kernel_size, self.index_base)
 
-    @property
-    def pattern(self) -> Pattern:
-        g = self.geometry
-        return conv_pattern(
-            g.input_size,
-            g.output_size,
-            g.kernel_size,
-            g.stride,
-            g.padding,
-            g.dilation,
-            g.in_channels,
-            g.out_channels,
-            g.groups,
-        )
+    @cached_property
+    def pattern(self) -> ConvEntries:
+        """The non-zeros of C, ``C[out, inp] = w.ravel()[weight_index]``, from the index engine."""
+        return layer_entries(self.spec, self.size)
 
     @property
     def shape(self) -> tuple[int, int]:
         """Shape of C in torch layout: (len vec(y), len vec(x))."""
-        return int(self.y.size), int(self.x.size)
+        return self.pattern.shape
 
     @property
     def output_padding(self) -> tuple[int, ...]:
         """``output_padding`` for which ``F.conv_transposeNd`` gives :meth:`transpose`."""
-        return self.geometry.output_padding
+        if self.spec.kind == "conv_transpose":
+            return self.spec.output_padding
+        return invert_conv(self.spec, self.size).output_padding
 
     def torch_kwargs(self, transpose: bool = False) -> dict[str, Any]:
         """Keyword arguments of ``F.convNd`` (or ``F.conv_transposeNd``) for this geometry.
@@ -147,7 +156,7 @@ class SymbolicConv:
         >>> symbolic_conv(5, 3, stride=2).torch_kwargs(transpose=True)["output_padding"]
         (0, 0)
         """
-        g = self.geometry
+        g = self.spec
         kw: dict[str, Any] = {
             "stride": g.stride,
             "padding": g.padding,
@@ -161,11 +170,14 @@ class SymbolicConv:
     # ------------------------------------------------------------------ matrices
     @cached_property
     def _C_torch(self) -> sp.SparseMatrix:
-        p = self.pattern
+        e = self.pattern
         ws = self.w.ravel()
-        entries = {(int(o), int(i)): ws[k] for o, i, k in zip(p.out_index, p.in_index, p.w_index)}
+        cells = {
+            (o, i): ws[k]
+            for o, i, k in zip(e.out.tolist(), e.inp.tolist(), e.weight_index.tolist())
+        }
         rows, cols = self.shape
-        return sp.SparseMatrix(rows, cols, entries)
+        return sp.SparseMatrix(rows, cols, cells)
 
     def C(self, layout: Layout = "torch") -> sp.SparseMatrix:
         """The conv matrix, built from the index pattern in O(nnz).
@@ -181,31 +193,31 @@ class SymbolicConv:
 
     def forward_vec(self) -> sp.Matrix:
         """vec(y) as a column: each output the sum of its weight × input products."""
-        p = self.pattern
+        e = self.pattern
         xs, ws = self.x.ravel(), self.w.ravel()
         terms: list[list[sp.Expr]] = [[] for _ in range(self.shape[0])]
-        for o, i, k in zip(p.out_index.tolist(), p.in_index.tolist(), p.w_index.tolist()):
+        for o, i, k in zip(e.out.tolist(), e.inp.tolist(), e.weight_index.tolist()):
             terms[o].append(ws[k] * xs[i])
         return sp.Matrix([sp.Add(*t) for t in terms])
 
     def transpose_vec(self) -> sp.Matrix:
         """``C^T vec(x^{(l+1)})`` as a column over vec(x): the transposed convolution."""
-        p = self.pattern
+        e = self.pattern
         ys, ws = self.y.ravel(), self.w.ravel()
         terms: list[list[sp.Expr]] = [[] for _ in range(self.shape[1])]
-        for o, i, k in zip(p.out_index.tolist(), p.in_index.tolist(), p.w_index.tolist()):
+        for o, i, k in zip(e.out.tolist(), e.inp.tolist(), e.weight_index.tolist()):
             terms[i].append(ws[k] * ys[o])
         return sp.Matrix([sp.Add(*t) for t in terms])
 
     def forward(self) -> list[sp.Matrix]:
         """The conv output, one matrix per output channel (1-D: a 1×n row)."""
         grid = np.array(list(self.forward_vec()), dtype=object).reshape(self.y.shape)
-        return [_as_matrix(c) for c in grid]
+        return [as_matrix(c) for c in grid]
 
     def transpose(self) -> list[sp.Matrix]:
         """The transposed-conv result ``C^T vec(x^{(l+1)})``, one matrix per input channel."""
         grid = np.array(list(self.transpose_vec()), dtype=object).reshape(self.x.shape)
-        return [_as_matrix(c) for c in grid]
+        return [as_matrix(c) for c in grid]
 
     # ------------------------------------------------------------------ cross-check
     def forward_by_sliding(self) -> sp.Matrix:
@@ -213,15 +225,15 @@ class SymbolicConv:
 
         Independent of the index pattern: windows are slices of the padded symbol grid.
         """
-        g = self.geometry
-        pad = [(0, 0)] + [(p, p) for p in g.padding]
+        g = self.spec
+        pad = [(0, 0), *g.padding_pairs()]
         padded = np.pad(self.x, pad, mode="constant", constant_values=sp.Integer(0))
-        cin_g, cout_g = g.in_channels // g.groups, g.out_channels // g.groups
+        cin_g, cout_g = self.in_channels // g.groups, self.out_channels // g.groups
         out = []
-        for oc in range(g.out_channels):
+        for oc in range(self.out_channels):
             grp = oc // cout_g
             chans = padded[grp * cin_g : (grp + 1) * cin_g]
-            for pos in product(*[range(o) for o in g.output_size]):
+            for pos in product(*[range(o) for o in self.output_size]):
                 spans = (
                     slice(q * s, q * s + d * (k - 1) + 1, d)
                     for q, s, d, k in zip(pos, g.stride, g.dilation, g.kernel_size)
@@ -274,8 +286,6 @@ class SymbolicConv:
 
     # ------------------------------------------------------------------ display
     def _repr_latex_(self) -> str:
-        from convlens.symbolic.render import latex_matrix
-
         return f"$$C = {latex_matrix(self.C(layout='row'), max_rows=32, max_cols=16)}$$"
 
 
@@ -299,6 +309,14 @@ def _check_base(index_base: int) -> int:
     return index_base
 
 
+def _check_padding(padding: Any) -> None:
+    if isinstance(padding, str):
+        raise ParameterTypeError(
+            "padding", "an int or a tuple of ints (the symbolic C pads with zeros by number)",
+            padding,
+        )  # fmt: skip
+
+
 def symbolic_conv(
     input_size: int | tuple[int, ...],
     kernel_size: int | tuple[int, ...],
@@ -314,20 +332,22 @@ def symbolic_conv(
     """The symbolic algebra of ``ConvNd(in_channels, out_channels, kernel_size, ...)`` on an
     input of ``input_size`` (zero padding). ``ndim`` comes from the first tuple given, else 2.
 
-    >>> symbolic_conv(5, 3, stride=2, padding=1).geometry.output_size
+    >>> symbolic_conv(5, 3, stride=2, padding=1).output_size
     (3, 3)
     """
-    geom = make_geometry(
-        input_size,
-        kernel_size,
-        stride=stride,
-        padding=padding,
-        dilation=dilation,
-        in_channels=in_channels,
-        out_channels=out_channels,
-        groups=groups,
-    )
-    return SymbolicConv(geom, _check_base(index_base))
+    _check_padding(padding)
+    spec = LayerSpec.conv(
+        kernel_size, stride, padding, dilation, groups,
+        in_channels=in_channels, out_channels=out_channels,
+        ndim=infer_ndim(input_size, kernel_size, stride, padding, dilation),
+    )  # fmt: skip
+    return _built(spec, input_size, index_base)
+
+
+def _built(spec: LayerSpec, input_size: Any, index_base: int) -> SymbolicConv:
+    size = spec.check_input_size(input_size)
+    spec.output_size(size)  # validates the input size before any symbol is made
+    return SymbolicConv(spec, size, _check_base(index_base))
 
 
 def symbolic_conv_transpose(
@@ -349,50 +369,35 @@ def symbolic_conv_transpose(
     :meth:`SymbolicConv.transpose` is the transposed convolution (symbols ``x^{(l+1)}`` in).
 
     >>> sc = symbolic_conv_transpose(2, 3, stride=2, output_padding=1)
-    >>> sc.geometry.input_size, sc.output_padding
+    >>> sc.input_size, sc.output_padding
     ((6, 6), (1, 1))
     """
-    ndim = 2
-    for v in (input_size, kernel_size, stride, padding, output_padding, dilation):
-        if isinstance(v, (tuple, list)):
-            ndim = len(v)
-            break
-    i = _sizes(input_size, ndim, "input_size")
-    k = _sizes(kernel_size, ndim, "kernel_size")
-    s = _sizes(stride, ndim, "stride")
-    p = _sizes(padding, ndim, "padding", allow_zero=True)
-    op = _sizes(output_padding, ndim, "output_padding", allow_zero=True)
-    d = _sizes(dilation, ndim, "dilation")
-    if any(not (a < b or a < c) for a, b, c in zip(op, s, d)):
-        raise ParameterError(
-            "output_padding",
-            f"a value smaller than either stride or dilation in each dimension "
-            f"(stride={s}, dilation={d})",
-            output_padding,
-        )
-    big = tuple(
-        (ii - 1) * ss - 2 * pp + dd * (kk - 1) + oo + 1
-        for ii, kk, ss, pp, dd, oo in zip(i, k, s, p, d, op)
-    )
-    if any(b < 1 for b in big):
-        raise ParameterError(
-            "padding",
-            f"a padding that leaves the transposed convolution a positive output size "
-            f"(it gives {big})",
-            padding,
-        )
-    geom = make_geometry(
-        big,
-        k,
-        stride=s,
-        padding=p,
-        dilation=d,
-        in_channels=out_channels,
-        out_channels=in_channels,
-        groups=groups,
-        output_size=i,
-    )
-    return SymbolicConv(geom, _check_base(index_base))
+    _check_padding(padding)
+    spec = LayerSpec.conv_transpose(
+        kernel_size, stride, padding, output_padding, groups, dilation,
+        in_channels=in_channels, out_channels=out_channels,
+        ndim=infer_ndim(input_size, kernel_size, stride, padding, output_padding, dilation),
+    )  # fmt: skip
+    return _built(spec, input_size, index_base)
+
+
+def symbolic_undo(sc: SymbolicConv, output_padding: Any) -> SymbolicConv:
+    """The symbolic algebra of the ``ConvTranspose(..., output_padding)`` applied to the output
+    of the convolution ``sc`` (same kernel, stride, padding, dilation, groups; its input
+    channels are the conv's output channels), whose own conv input grows to
+    ``(o-1)s - 2p + d(k-1) + output_padding + 1``.
+
+    >>> symbolic_undo(symbolic_conv(5, 3, stride=2), 1).input_size
+    (6, 6)
+    """
+    if not isinstance(sc, SymbolicConv) or sc.spec.kind != "conv":
+        raise ParameterTypeError("sc", "a SymbolicConv of a convolution", sc)
+    c = sc.spec
+    spec = LayerSpec.conv_transpose(
+        c.kernel_size, c.stride, c.padding, output_padding, c.groups, c.dilation,
+        in_channels=sc.out_channels, out_channels=sc.in_channels, ndim=c.ndim,
+    )  # fmt: skip
+    return _built(spec, sc.output_size, sc.index_base)
 
 
 def numeric_matrix(matrix: sp.MatrixBase, values: Mapping[sp.Symbol, sp.Expr]) -> np.ndarray:
