@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any
 
@@ -479,8 +479,24 @@ class WeightedOverlap:
     """
 
     unweighted: OverlapMap
-    map: np.ndarray
     phase: np.ndarray
+    folded: np.ndarray = field(repr=False)
+    incidence: tuple[np.ndarray, ...] = field(repr=False)
+
+    @property
+    def map(self) -> np.ndarray:
+        """The dense weighted map ``(channels, *shape)``, float64 (built on first use)."""
+        n = self.folded.shape[0] * math.prod(self.unweighted.shape)
+        if n > MAX_DENSE_ELEMENTS:
+            raise ParameterError(
+                "input_size",
+                f"a weighted map of at most {MAX_DENSE_ELEMENTS} elements",
+                self.unweighted.input_size,
+                hint=f"it has {n} elements (~{n * 8 / 2**30:.1f} GiB); .phase holds the pattern",
+            )
+        return np.einsum(
+            _equation(self.folded.ndim - 1), self.folded, *self.incidence, optimize=True
+        )
 
     @property
     def channel_ratio(self) -> np.ndarray:
@@ -566,19 +582,18 @@ def weighted_overlap(spec: LayerSpec, input_size: Any, weight: Any) -> WeightedO
     folded = _fold(_as_array(weight), spec)
     base = overlap_map(spec, input_size)
     size = base.input_size
-    letters = "abc"
-    eq = (
-        "z"
-        + letters[: spec.ndim]
-        + ","
-        + ",".join(f"{letters[a]}{letters[a].upper()}" for a in range(spec.ndim))
-    )
-    eq += "->z" + letters[: spec.ndim].upper()
-    dense = np.einsum(eq, folded, *_incidence(spec, size), optimize=True)
     # the phases: the same sum on an input extended beyond the layer's reach
     ext = _extension((_zeros_mode(spec),), spec.kind != "conv_transpose")
     big = tuple(n + 2 * e for n, (e, _, _) in zip(size, ext))
     inc = _incidence(_zeros_mode(spec), big)
     cols = [n[:, shift : shift + period] for n, (_, shift, period) in zip(inc, ext)]
-    phase = np.einsum(eq, folded, *cols, optimize=True)
-    return WeightedOverlap(unweighted=base, map=dense, phase=phase)
+    phase = np.einsum(_equation(spec.ndim), folded, *cols, optimize=True)
+    return WeightedOverlap(
+        unweighted=base, phase=phase, folded=folded, incidence=tuple(_incidence(spec, size))
+    )
+
+
+def _equation(ndim: int) -> str:
+    """``einsum`` of (channel, *taps) with one (tap, position) matrix per axis."""
+    low, up = "abc"[:ndim], "ABC"[:ndim]
+    return f"z{low}," + ",".join(f"{a}{b}" for a, b in zip(low, up)) + f"->z{up}"
