@@ -463,6 +463,7 @@ def test_keyboard_changes_settings_steps_and_the_link(
     shown = out.text
     share = browser.find_element(By.ID, "share").get_attribute("href")
     assert "kernel=4" in share
+    assert "kernel=4" in browser.current_url  # the address itself follows (file:// too)
     # the step slider moves the current output: the formula follows
     slider = browser.find_element(By.ID, "step")
     formula = browser.find_element(By.CSS_SELECTOR, "[data-testid=formula]")

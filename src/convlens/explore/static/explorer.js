@@ -699,16 +699,18 @@
         },
       });
       fp.appendChild(fgrid.root);
+      // per axis: how many of the window's taps land on real (not inserted, not padding) pixels
+      const windowReal = ax.map((x, a) => Array.from({ length: x.B }, (_, y) => {
+        let n = 0;
+        for (let m = 0; m < x.k; m++) if (typeof dataAt(y + m * x.d, a) === "number") n++;
+        return n;
+      }));
       const fo = panel("Output y, read by the flipped kernel", times(g.output) + ": numbers = taps on real pixels (the same as the overlap count)");
       const fogrid = makeGrid({
         rows: os[0], cols: os[1], cell, kind: "output", label: "output y " + times(g.output) + " from the fractionally strided conv",
         cell_info: (r, c) => {
           const y = posOf(r, c, g.dims);
-          let n = 0;
-          for (const m of product(g.kernel.map((kk) => Array.from({ length: kk }, (_, t) => t)))) {
-            const u = m.map((v, a) => y[a] + v * ax[a].d);
-            if (u.every((v, a) => typeof dataAt(v, a) === "number")) n++;
-          }
+          const n = prod(y.map((v, a) => windowReal[a][v]));
           return { cls: "out count", fill: countColour(n, maxCount), label: String(n), small: true, attrs: { "data-testid": "fractional-cell", "data-row": r, "data-col": c, "data-count": n } };
         },
       });
