@@ -36,6 +36,7 @@ __all__ = [
     "ConvEntries",
     "GridTriples",
     "axis_triples",
+    "clear_caches",
     "conv_entries",
     "exclusive_cumsum",
     "flat_index",
@@ -328,3 +329,13 @@ def _conv_entries(grid: GridTriples, c_in: int, c_out: int, g: int) -> ConvEntri
     for arr in (out, inp, widx):
         arr.flags.writeable = False
     return ConvEntries(out=out, inp=inp, weight_index=widx, shape=(c_out * n_out, c_in * n_in))
+
+
+def clear_caches() -> None:
+    """Forget every cached triple (for cold-start benchmarks; the caches are small).
+
+    >>> clear_caches()
+    """
+    _axis_triples.cache_clear()
+    _grid_triples.cache_clear()
+    _conv_entries.cache_clear()

@@ -1,6 +1,8 @@
 """``convlens arith``: convolution arithmetic from the command line.
 
-Thin over :mod:`convlens.arithmetic`: parse the options, call the library, print.
+Thin over :mod:`convlens.arithmetic`: parse the options, call the library, print. Also the one
+size parser (``5`` or ``5,7``) and the geometry options that ``symbolic`` and ``figure`` share
+(this module is as light as a command module gets).
 """
 
 from __future__ import annotations
@@ -19,8 +21,55 @@ from convlens.arithmetic import (
     trace_chain,
     transpose_size_range,
 )
-from convlens.cli._sizes import INTS, PADDING
+from convlens.errors import ParameterError
 from convlens.lint.overlap import overlap_map
+
+
+class Ints(click.ParamType):
+    """An int or a comma list of ints, one per dimension (``5`` or ``5,7``); ``words`` are
+    accepted as they are (``same``, ``valid``)."""
+
+    name = "INT[,INT...]"
+
+    def __init__(self, words: tuple[str, ...] = ()) -> None:
+        self.words = words
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip().lower()
+        if text in self.words:
+            return text
+        try:
+            items = tuple(int(v) for v in text.split(","))
+        except ValueError:
+            extra = f", or {' / '.join(self.words)}" if self.words else ""
+            name = param.opts[0] if param is not None and param.opts else "value"
+            raise ParameterError(name, f"an int or a comma list of ints{extra}", value) from None
+        return items[0] if len(items) == 1 else items
+
+
+INTS = Ints()
+PADDING = Ints(("same", "valid"))
+
+
+def geometry_options(fn: Any) -> Any:
+    """The options shared by ``symbolic`` and ``figure``: input, kernel, stride, padding, dilation."""
+    for opt in reversed(
+        [
+            click.option(
+                "--input", "input_size", type=INTS, required=True, help="Input size (5 or 5,7)."
+            ),
+            click.option("--kernel", "kernel_size", type=INTS, required=True, help="Kernel size."),
+            click.option("--stride", type=INTS, default=1, show_default=True),
+            click.option(
+                "--padding", type=INTS, default=0, show_default=True, help="Zero padding."
+            ),
+            click.option("--dilation", type=INTS, default=1, show_default=True),
+        ]
+    ):
+        fn = opt(fn)
+    return fn
 
 
 def _ndim(dims: int | None, *values: Any) -> int:

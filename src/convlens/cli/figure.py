@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from convlens.cli._sizes import INTS, geometry_options
+from convlens.cli.arith import INTS, geometry_options
 from convlens.figures import (
     Scene,
     connection_scene,

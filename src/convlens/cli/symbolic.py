@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from convlens.cli._sizes import INTS, geometry_options
+from convlens.cli.arith import INTS, geometry_options
 from convlens.symbolic import FORMATS, SHOWS, render, symbolic_conv, symbolic_undo
 
 
