@@ -93,7 +93,7 @@ def _jsonable(value: Any) -> Any:
 
 
 @click.command("lint", short_help="Checkerboard overlap, size ambiguity and aliasing of a model.")
-@click.argument("model", required=False, metavar="MODEL")
+@click.argument("model", required=False, metavar="[MODEL]")
 @model_options
 @click.option(
     "--input",
