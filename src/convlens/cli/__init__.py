@@ -31,15 +31,29 @@ from convlens.errors import ConvLensError
 #: A new command adds its line here; a module may register several commands.
 COMMANDS: dict[str, tuple[str, str]] = {
     "arith": ("arith", "Convolution arithmetic: output sizes, inverses, receptive fields."),
+    "correspondence": (
+        "analyze",
+        "Correspondence of object parts across images (Zeiler & Fergus, arXiv:1311.2901, §4.3, "
+        "Table 1).",
+    ),
     "demo": (
         "report",
         "The report for the embedded demo CNN (trained on Fashion-MNIST) on the bundled test "
         "sample: no model, no data, nothing downloaded.",
     ),
+    "evolution": (
+        "analyze",
+        "Feature evolution during training (Zeiler & Fergus, arXiv:1311.2901, Figure 4).",
+    ),
     "explore": ("explore", "Write an interactive HTML page for conv, transposed conv and C."),
     "figure": (
         "figure",
         "Draw the kernel sliding (conv), the transposed conv (scatter or fractional) and C.",
+    ),
+    "invariance": (
+        "analyze",
+        "Invariance to vertical translation, scale and rotation (Zeiler & Fergus, "
+        "arXiv:1311.2901, Figure 5).",
     ),
     "lint": ("lint", "Checkerboard overlap, size ambiguity and aliasing of a model."),
     "project": (

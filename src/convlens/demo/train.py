@@ -32,14 +32,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from convlens.analysis.filters import filter_rms
 from convlens.demo.data import load_fashion_mnist, preprocess_images
 from convlens.demo.model import build_demo_model
 from convlens.errors import ParameterError
-from convlens.models.loading import sha256_file
+from convlens.io import sha256_file
 
 __all__ = [
     "BATCH_SIZE",
+    "CHECKPOINTS_PATH",
+    "CHECKPOINT_EPOCHS",
     "EPOCHS",
     "LEARNING_RATE",
     "MAX_RMS",
@@ -47,6 +48,8 @@ __all__ = [
     "check_save_epochs",
     "checkpoint_name",
     "evaluate",
+    "pack_checkpoints",
+    "read_packed_checkpoints",
     "renormalize_filters_",
     "save_weights",
     "train_demo",
@@ -60,19 +63,26 @@ BATCH_SIZE = 128
 LEARNING_RATE = 1e-3
 #: Zeiler & Fergus §3: first-layer filters are capped at this RMS.
 MAX_RMS = 0.1
+#: The epochs of the shipped checkpoints (0 = the initial weights), the paper's kind of schedule
+#: (Fig. 4 shows epochs 1, 2, 5, 10, 20, 30, 40, 64).
+CHECKPOINT_EPOCHS = (0, 1, 2, 5, 10)
+#: The intermediate weights (all but the last epoch) in float16; the last is the shipped file.
+CHECKPOINTS_PATH = Path(__file__).resolve().parent / "assets" / "demo_cnn_checkpoints.safetensors"
+_PACK_KEY = "convlens"
 
 
 def renormalize_filters_(weight: torch.Tensor, max_rms: float = MAX_RMS) -> torch.Tensor:
     """Rescale, in place, every filter (``weight[i]``) whose RMS exceeds ``max_rms`` to it.
 
-    Zeiler & Fergus (arXiv:1311.2901) §3. Returns ``weight``.
+    Zeiler & Fergus (arXiv:1311.2901) §3. Returns ``weight``. (The RMS is that of
+    :func:`convlens.analysis.filter_rms`, which the demo, a lower layer, cannot import.)
 
     >>> w = torch.full((2, 1, 2, 2), 0.5); w[1] = 0.05
-    >>> filter_rms(renormalize_filters_(w)).tolist()
+    >>> renormalize_filters_(w).flatten(1).pow(2).mean(1).sqrt().tolist()
     [0.10000000149011612, 0.05000000074505806]
     """
     with torch.no_grad():
-        rms = filter_rms(weight)
+        rms = weight.detach().flatten(1).pow(2).mean(1).sqrt()
         scale = torch.where(rms > max_rms, max_rms / rms, torch.ones_like(rms))
         weight.mul_(scale.view(-1, *([1] * (weight.dim() - 1))).to(weight.dtype))
     return weight
@@ -413,3 +423,99 @@ def _restore(
     torch.set_rng_state(tensors["rng.torch"])
     shuffle.set_state(tensors["rng.shuffle"])
     return int(meta["epoch"]), float(meta["elapsed"]), json.loads(meta["history"])
+
+
+def pack_checkpoints(
+    folder: str | os.PathLike[str],
+    out: str | os.PathLike[str] = CHECKPOINTS_PATH,
+    *,
+    final: str | os.PathLike[str] | None = None,
+    dtype: torch.dtype = torch.float16,
+) -> dict[str, Any]:
+    """Pack the weights saved by ``train_demo(save_epochs=...)`` in ``folder`` into one
+    safetensors file ``out`` (keys ``epoch_NNN/<param>``) in ``dtype``, leaving out the last
+    epoch, which must be bit-identical to ``final`` (default: the shipped weights) and is read
+    from there by :func:`demo_checkpoints`. Returns the recorded metadata (one key, JSON: dtype,
+    epochs, the float32 files' sha256, test accuracy per epoch, the final file's sha256).
+    """
+    from convlens.demo import WEIGHTS_PATH
+
+    final_path = Path(WEIGHTS_PATH if final is None else final)
+    files = sorted(Path(folder).glob("epoch_[0-9][0-9][0-9].safetensors"))
+    if len(files) < 2:
+        raise ParameterError("folder", "at least two epoch_NNN.safetensors files", str(folder))
+    epochs = [int(f.stem.split("_")[1]) for f in files]
+    last = load_file(str(files[-1]))
+    shipped = load_file(str(final_path))
+    if last.keys() != shipped.keys() or any(not torch.equal(last[k], shipped[k]) for k in last):
+        raise ParameterError(
+            "folder",
+            f"a last epoch ({epochs[-1]}) bit-identical to {final_path.name}",
+            str(files[-1]),
+            hint="the run differs from the shipped one (seed, threads or torch build)",
+        )
+    tensors: dict[str, torch.Tensor] = {}
+    accuracy: dict[str, float | None] = {}
+    sha: dict[str, str] = {}
+    for epoch, path in zip(epochs[:-1], files[:-1]):
+        for key, value in load_file(str(path)).items():
+            tensors[f"epoch_{epoch:03d}/{key}"] = value.to(dtype)
+        sha[str(epoch)] = sha256_file(path)
+        record = json.loads(path.with_suffix(".json").read_text()).get("history_entry")
+        accuracy[str(epoch)] = None if record is None else record["test_accuracy"]
+    info = {
+        "dtype": str(dtype).removeprefix("torch."),
+        "epochs": epochs[:-1],
+        "final_epoch": epochs[-1],
+        "final": final_path.name,
+        "final_sha256": sha256_file(final_path),
+        "float32_sha256": sha,
+        "test_accuracy": accuracy,
+        "made_by": "convlens train-demo --checkpoints "
+        + ",".join(map(str, epochs))
+        + "; convlens.demo.train.pack_checkpoints",
+    }
+    _atomic_save(tensors, Path(out), {_PACK_KEY: json.dumps(info, sort_keys=True)})
+    return info
+
+
+def read_packed_checkpoints(
+    path: str | os.PathLike[str] = CHECKPOINTS_PATH,
+    final: str | os.PathLike[str] | None = None,
+) -> list[tuple[int, dict[str, torch.Tensor], str, str | None]]:
+    """The demo CNN's weights at the shipped epochs (:data:`CHECKPOINT_EPOCHS`) as
+    ``(epoch, state, source, sha256 of the file or None)``: the intermediate ones from
+    ``path`` (stored in float16, returned as float32), the last one the shipped float32
+    weights exactly (``final``, default the shipped file, whose sha256 the packed file must
+    record). :func:`convlens.analysis.evolution.demo_checkpoints` wraps them for Fig. 4.
+
+    >>> [epoch for epoch, *_ in read_packed_checkpoints()]
+    [0, 1, 2, 5, 10]
+    """
+    from safetensors import safe_open
+
+    from convlens.demo import WEIGHTS_PATH
+
+    final_path = Path(WEIGHTS_PATH if final is None else final)
+    path = Path(path)
+    if not path.is_file():
+        raise ParameterError("checkpoints", "the demo's packed checkpoints file", str(path))
+    with safe_open(str(path), "pt") as f:
+        info = json.loads((f.metadata() or {}).get(_PACK_KEY, "{}"))
+    digest = sha256_file(final_path)
+    if info.get("final_sha256") != digest:
+        raise ParameterError(
+            "checkpoints",
+            f"checkpoints packed for {final_path.name} (sha256 {info.get('final_sha256')})",
+            digest,
+        )
+    tensors = load_file(str(path))
+    out: list[tuple[int, dict[str, torch.Tensor], str, str | None]] = []
+    for epoch in info["epochs"]:
+        prefix = f"epoch_{epoch:03d}/"
+        state = {k[len(prefix) :]: v.float() for k, v in tensors.items() if k.startswith(prefix)}
+        out.append(
+            (epoch, state, f"{path.name}[{prefix[:-1]}] ({info['dtype']}, as float32)", None)
+        )
+    out.append((info["final_epoch"], load_file(str(final_path)), final_path.name, digest))
+    return out

@@ -34,7 +34,12 @@ from convlens.analysis.correspondence import (
     demo_parts,
     read_parts,
 )
-from convlens.analysis.evolution import EvolutionResult, evolution_figure, read_checkpoints
+from convlens.analysis.evolution import (
+    EvolutionResult,
+    demo_checkpoints,
+    evolution_figure,
+    read_checkpoints,
+)
 from convlens.analysis.invariance import (
     InvarianceResult,
     background_fill,
@@ -43,7 +48,6 @@ from convlens.analysis.invariance import (
     invariance_figure,
 )
 from convlens.analysis.outputs import RunFolder
-from convlens.demo.train import demo_checkpoints
 from convlens.errors import ParameterError
 from convlens.pipeline.evolution import feature_evolution
 from convlens.pipeline.inputs import DEMO_DATA, open_inputs
