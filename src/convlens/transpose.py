@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from convlens._utils import check_int
+from convlens._utils import as_tuple, check_int
 from convlens.arithmetic import LayerSpec
 from convlens.errors import ParameterError, ParameterTypeError
 from convlens.index import exclusive_cumsum, grid_triples
@@ -339,7 +339,7 @@ def verify_routes(
     output_padding: IntOrTuple = 0,
     dilation: IntOrTuple = 1,
     groups: int = 1,
-    channels: tuple[int, int] | None = None,
+    channels: int | tuple[int, ...] | None = None,
     dims: int = 2,
     batch: int = 2,
     seed: int = 0,
@@ -347,7 +347,7 @@ def verify_routes(
 ) -> tuple[tuple[int, ...], list[RouteCheck]]:
     """Run the four routes against ``F.conv_transposeNd`` on random float64 data.
 
-    ``channels`` is ``(C_in, C_out)`` of the transposed conv (default ``2*groups`` each).
+    ``channels`` is ``C`` or ``(C_in, C_out)`` of the transposed conv (default ``2*groups``).
     Returns the reference output shape and one :class:`RouteCheck` per route.
 
     >>> shape, checks = verify_routes(5, 3, stride=2, padding=1)
@@ -359,10 +359,9 @@ def verify_routes(
     spec = LayerSpec.conv_transpose(
         kernel_size, stride, padding, output_padding, groups, dilation, ndim=dims
     )
-    c_in, c_out = channels if channels is not None else (2 * groups, 2 * groups)
-    for name, c in (("channels", c_in), ("channels", c_out)):
-        if c < 1 or c % groups:
-            raise ParameterError(name, f"positive multiples of groups={groups}", (c_in, c_out))
+    c_in, c_out = as_tuple(2 * groups if channels is None else channels, 2, "channels")
+    if not (c_in >= 1 and c_out >= 1 and c_in % groups == 0 and c_out % groups == 0):
+        raise ParameterError("channels", f"positive multiples of groups={groups}", (c_in, c_out))
     check_int(batch, "batch")
     size, kernel = spec.check_input_size(input_size), spec.kernel_size
     gen = torch.Generator().manual_seed(seed)

@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
+from convlens.cli.arith import INTS
 from convlens.transpose import verify_routes
-
-
-def _ints(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
-    """Parse ``"3"`` or ``"3,5"`` into a tuple of ints."""
-    if value is None:
-        return None
-    try:
-        return tuple(int(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(
-            f"expected an int or comma-separated ints, received {value!r}"
-        ) from None
-
-
-def _one_or_all(values: tuple[int, ...]) -> int | tuple[int, ...]:
-    return values[0] if len(values) == 1 else values
 
 
 @click.group("transpose")
@@ -34,27 +20,27 @@ def transpose() -> None:
 @click.option(
     "--input",
     "input_size",
-    default="5",
-    callback=_ints,
+    default=5,
+    type=INTS,
     show_default=True,
     help="Spatial input size of the transposed conv (int, or one per dim: 5,7).",
 )
-@click.option("--kernel", default="3", callback=_ints, show_default=True, help="Kernel size.")
-@click.option("--stride", default="1", callback=_ints, show_default=True, help="Stride.")
-@click.option("--padding", default="0", callback=_ints, show_default=True, help="Padding.")
+@click.option("--kernel", default=3, type=INTS, show_default=True, help="Kernel size.")
+@click.option("--stride", default=1, type=INTS, show_default=True, help="Stride.")
+@click.option("--padding", default=0, type=INTS, show_default=True, help="Padding.")
 @click.option(
     "--output-padding",
-    default="0",
-    callback=_ints,
+    default=0,
+    type=INTS,
     show_default=True,
     help="Output padding (smaller than stride or dilation).",
 )
-@click.option("--dilation", default="1", callback=_ints, show_default=True, help="Dilation.")
+@click.option("--dilation", default=1, type=INTS, show_default=True, help="Dilation.")
 @click.option("--groups", default=1, type=int, show_default=True, help="Groups.")
 @click.option(
     "--channels",
     default=None,
-    callback=_ints,
+    type=INTS,
     help="C (in and out) or C_IN,C_OUT of the transposed conv [default: 2*groups].",
 )
 @click.option(
@@ -70,14 +56,14 @@ def transpose() -> None:
     help="Largest accepted max-abs difference (float64).",
 )
 def verify(
-    input_size: tuple[int, ...],
-    kernel: tuple[int, ...],
-    stride: tuple[int, ...],
-    padding: tuple[int, ...],
-    output_padding: tuple[int, ...],
-    dilation: tuple[int, ...],
+    input_size: Any,
+    kernel: Any,
+    stride: Any,
+    padding: Any,
+    output_padding: Any,
+    dilation: Any,
     groups: int,
-    channels: tuple[int, ...] | None,
+    channels: Any,
     dims: int,
     batch: int,
     seed: int,
@@ -87,18 +73,15 @@ def verify(
 
     Prints each route's max abs difference; exits with status 1 if any exceeds --tol.
     """
-    if channels is not None and len(channels) not in (1, 2):
-        raise click.BadParameter("expected C or C_IN,C_OUT", param_hint="--channels")
-    pair = None if channels is None else (channels[0], channels[-1])
     shape, checks = verify_routes(
-        _one_or_all(input_size),
-        _one_or_all(kernel),
-        stride=_one_or_all(stride),
-        padding=_one_or_all(padding),
-        output_padding=_one_or_all(output_padding),
-        dilation=_one_or_all(dilation),
+        input_size,
+        kernel,
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
         groups=groups,
-        channels=pair,
+        channels=channels,
         dims=dims,
         batch=batch,
         seed=seed,
