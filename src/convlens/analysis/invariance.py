@@ -428,6 +428,9 @@ def invariance_figure(
     fig.legend(
         handles, names, loc="lower center", ncol=min(5, len(names)), fontsize=7, frameon=False
     )
-    fig.suptitle(title or "Invariance (Zeiler & Fergus Fig. 5)", fontsize=10)
+    default = "Invariance (Zeiler & Fergus Fig. 5)" + (
+        ": distances divided by ‖f(x)‖" if normalized else ""
+    )
+    fig.suptitle(title or default, fontsize=10)
     fig.tight_layout(rect=(0, 0.06, 1, 0.96))
     return fig

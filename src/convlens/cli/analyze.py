@@ -170,7 +170,7 @@ def evolution_command(
 @click.option(
     "--images",
     default=None,
-    help="Dataset indices, e.g. 0-4,17 [default: the first image of 5 classes].",
+    help="Dataset indices, e.g. 0-4,17 [default: of 5 classes, the first image the model classifies correctly].",
 )
 @click.option(
     "--translate",

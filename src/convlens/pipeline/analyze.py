@@ -18,7 +18,7 @@ first; nothing convlens did not write is touched). Every file is written atomica
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,21 +111,30 @@ def dataset_labels(dataset: Any) -> list[int]:
 
 
 def pick_images(
-    labels: Sequence[int], count: int, classes: Sequence[int] | None = None
+    labels: Sequence[int],
+    count: int,
+    classes: Sequence[int] | None = None,
+    accept: Callable[[int], bool] | None = None,
 ) -> list[int]:
-    """The first image of each of ``classes`` (default: the first ``count`` distinct labels
-    in dataset order), at most ``count``.
+    """The first image (in dataset order) of each of ``classes`` (default: the first
+    ``count`` distinct labels) that ``accept(index)`` takes (default: any), at most ``count``;
+    a class with no accepted image falls back to its first image.
 
     >>> pick_images([2, 2, 0, 1, 0], 2), pick_images([2, 2, 0, 1, 0], 5, classes=[1, 0])
     ([0, 2], [3, 2])
+    >>> pick_images([2, 2, 0, 1, 0], 1, accept=lambda i: i > 0)
+    [1]
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ParameterError("count", "a positive int", count)
-    first: dict[int, int] = {}
+    members: dict[int, list[int]] = {}
     for i, y in enumerate(labels):
-        first.setdefault(int(y), i)
-    order = list(first) if classes is None else [int(c) for c in classes if int(c) in first]
-    return [first[c] for c in order[:count]]
+        members.setdefault(int(y), []).append(i)
+    order = list(members) if classes is None else [int(c) for c in classes if int(c) in members]
+    out = []
+    for c in order[:count]:
+        out.append(next((i for i in members[c] if accept is None or accept(i)), members[c][0]))
+    return out
 
 
 def _images(dataset: Any, indices: Sequence[int]) -> torch.Tensor:
@@ -245,8 +254,9 @@ def run_invariance(
     overwrite: bool = False,
     progress: bool | None = False,
 ) -> AnalysisRun:
-    """Fig. 5 for ``images`` (dataset indices; default: the first image of ``count`` classes
-    — for the demo T-shirt/top, Trouser, Sandal, Bag, Ankle boot) over ``amounts`` (a kind
+    """Fig. 5 for ``images`` (dataset indices; default: of ``count`` classes — for the demo
+    T-shirt/top, Trouser, Sandal, Bag, Ankle boot — the first image the model classifies
+    correctly) over ``amounts`` (a kind
     not given keeps its :func:`~convlens.analysis.invariance.default_amounts` range); writes ``invariance.json``,
     ``invariance.csv``, ``invariance.png`` and ``invariance_normalized.png``. ``fill``:
     ``"black"`` (a black pixel through the model's preprocessing: the demo's background),
@@ -264,7 +274,13 @@ def run_invariance(
     labels_all = dataset_labels(dataset)
     if images is None:
         classes = DEMO_INVARIANCE_CLASSES if os.fspath(data) == DEMO_DATA else None
-        images = pick_images(labels_all, count, classes)
+
+        def correct(i: int) -> bool:  # the paper shows images the model gets right
+            with torch.no_grad():
+                logits = inputs.loaded.model(_images(dataset, [i]).to(device))
+            return int(logits.argmax(1)) == labels_all[i]
+
+        images = pick_images(labels_all, count, classes, accept=correct)
     images = [int(i) for i in images]
     x = _images(dataset, images)
     use = (
