@@ -110,8 +110,7 @@ FIGURES = (
     Figure(
         "The conv matrix C",
         "connections-seed.png",
-        "convlens figure matrix --input 4 --kernel 3 --view connections "
-        "--out connections-seed.png",
+        "convlens figure matrix --input 4 --kernel 3 --view connections --out connections-seed.png",
         "Each non-zero of C as a line from an input pixel to an output pixel.",
     ),
     Figure(

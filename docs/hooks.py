@@ -1,14 +1,18 @@
 """MkDocs hooks (mkdocs.yml ``hooks:``): the pages generated at build time, and the checks that
 make ``mkdocs build --strict`` fail when the site would be wrong.
 
+- ``on_pre_build``: resolves every command of the lazy CLI group for mkdocs-click;
 - ``on_files``: the [gallery](gallery.md), drawn now by docs/gen_gallery.py, and the API index
   (``api/index.md``), one row per name of ``convlens.__all__`` linked to where it is documented;
+- ``on_page_markdown``: an API page also documents, from their own modules, the functions
+  whose name is also a submodule's (griffe sees the submodule: ``convlens.deconvnet.project``);
 - ``on_post_page``: drops nbconvert's loader for mermaid diagrams (the notebooks have none, and
-  it names a CDN);
+  it names a CDN) and sets MathJax to its SVG output (no web fonts, which file:// cannot load);
 - ``on_post_build``: copies MathJax (for the notebooks' formulas) in from the
   ``jupyter-server-mathjax`` package of the docs extra, then checks that no page loads anything
   from the network (the site must work from ``file://``), that the CLI page documents every
-  command of ``convlens.cli`` and that no docstring fell apart into quotes.
+  command of ``convlens.cli``, that every API page documents every public class and function
+  of its module, and that no docstring fell apart into quotes.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ API_PAGES = (
     "analysis",
     "models",
     "lint",
+    "demo",
     "errors",
 )
 
@@ -49,13 +54,17 @@ _EXTERNAL = re.compile(
     re.I,
 )
 _IMPORT_URL = re.compile(r"import\(\s*[\"'](?:https?:)?//", re.I)
-_MERMAID = re.compile(r'<script type="module">\s*document\.addEventListener\("DOMContentLoaded".*?'
-                      r"</script>", re.S)
+_MERMAID = re.compile(
+    r'<script type="module">\s*document\.addEventListener\("DOMContentLoaded".*?'
+    r"</script>",
+    re.S,
+)
 
 
 def _gallery_module() -> Any:
     spec = importlib.util.spec_from_file_location("convlens_docs_gallery", DOCS / "gen_gallery.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -70,6 +79,20 @@ def _first_sentence(obj: Any) -> str:
     return text.split(". ")[0].rstrip(".").replace("|", "\\|")
 
 
+def _documented(obj: Any) -> bool:
+    return (inspect.isclass(obj) or inspect.isfunction(obj)) and bool(inspect.getdoc(obj))
+
+
+def _anchor(page: str, name: str, obj: Any) -> str:
+    """The identifier under which mkdocstrings documents ``convlens.<page>.<name>``: where a
+    submodule has the same name (``convlens.deconvnet.project``), the API page documents the
+    object from its own module instead."""
+    package = hasattr(importlib.import_module(f"convlens.{page}"), "__path__")
+    if package and importlib.util.find_spec(f"convlens.{page}.{name}") is not None:
+        return f"{obj.__module__}.{obj.__name__}"
+    return f"convlens.{page}.{name}"
+
+
 def api_index() -> str:
     """The API index page: every public top-level name, what it is, and where it is documented."""
     import convlens
@@ -79,16 +102,15 @@ def api_index() -> str:
     for name in sorted(convlens.__all__, key=str.lower):
         obj = getattr(convlens, name)
         where, link = "", f"`{name}`"
-        documented = (inspect.isclass(obj) or inspect.isfunction(obj)) and inspect.getdoc(obj)
         for page, module in pages.items():
             found = [n for n in getattr(module, "__all__", ()) if getattr(module, n, None) is obj]
             if found:
                 where = f"[`convlens.{page}`]({page}.md)"
-                if documented:
-                    link = f"[`{name}`][convlens.{page}.{found[0]}]"
+                if _documented(obj):
+                    link = f"[`{name}`][{_anchor(page, found[0], obj)}]"
                 break
         kind = "class" if inspect.isclass(obj) else "function" if callable(obj) else "value"
-        what = _first_sentence(obj) if documented else f"`{obj!r}`" if kind == "value" else ""
+        what = _first_sentence(obj) if _documented(obj) else f"`{obj!r}`" if kind == "value" else ""
         rows.append(f"| {link} | {kind} | {what} | {where} |")
     return "\n".join(
         [
@@ -111,6 +133,40 @@ def api_index() -> str:
     )
 
 
+def _shadowed(page: str) -> list[str]:
+    """Identifiers of the public classes and functions of ``convlens.<page>`` that share their
+    name with a submodule (``convlens.deconvnet.project``): griffe sees the submodule there."""
+    module = importlib.import_module(f"convlens.{page}")
+    out = []
+    for name in getattr(module, "__all__", ()):
+        obj = getattr(module, name)
+        anchor = _anchor(page, name, obj)
+        if _documented(obj) and anchor != f"convlens.{page}.{name}":
+            out.append(anchor)
+    return out
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
+    # an API page documents its module, and also the names griffe finds shadowed there
+    stem = page.file.src_uri.removeprefix("api/").removesuffix(".md")
+    if not page.file.src_uri.startswith("api/") or stem not in API_PAGES:
+        return markdown
+    options = "    options:\n      heading_level: 2\n      show_root_full_path: false"
+    extra = [f"\n::: {anchor}\n{options}\n" for anchor in _shadowed(stem)]
+    return markdown + "".join(extra)
+
+
+def on_pre_build(config: Any) -> None:
+    # mkdocs-click documents a group's ``commands`` dict when it is not empty, and the lazy
+    # ``convlens`` group fills it only as commands are first used (the gallery runs some):
+    # resolve every command first so that the CLI page documents all of them.
+    from convlens.cli import cli
+
+    ctx = click.Context(cli, info_name="convlens")
+    for name in cli.list_commands(ctx):
+        cli.get_command(ctx, name)
+
+
 def on_files(files: Files, config: Any) -> Files:
     gallery = _gallery_module()
     with tempfile.TemporaryDirectory(prefix="convlens-gallery-") as tmp:
@@ -121,8 +177,21 @@ def on_files(files: Files, config: Any) -> Files:
     return files
 
 
+#: MathJax 2's HTML-CSS output needs web fonts, which browsers refuse to load from file://;
+#: the SVG output draws every glyph itself.
+_SVG_OUTPUT = (
+    '<script type="text/x-mathjax-config">MathJax.Hub.Register.StartupHook("End Jax", '
+    'function () { return MathJax.Hub.setRenderer("SVG"); });</script>'
+)
+
+
 def on_post_page(output: str, page: Any, config: Any) -> str:
-    return _MERMAID.sub("", output) if "mermaid" in output else output
+    if "mermaid" in output:
+        output = _MERMAID.sub("", output)
+    loader = '<script src="assets/mathjax/MathJax.js'
+    if loader in output:
+        output = output.replace(loader, _SVG_OUTPUT + loader, 1)
+    return output
 
 
 def _commands(group: click.Group, prefix: str) -> list[str]:
@@ -150,6 +219,13 @@ def check_site(site: Path) -> list[str]:
                 problems.append(f"{rel}: loads from the network: {hit.group(0)[:120]}")
         if rel.startswith("api/") and "<blockquote>" in text:
             problems.append(f"{rel}: a docstring rendered as a block quote (a bare >>>?)")
+    for page in API_PAGES:  # every public class and function of the page's module is on it
+        module = importlib.import_module(f"convlens.{page}")
+        text = (site / "api" / f"{page}.html").read_text(encoding="utf-8")
+        for name in getattr(module, "__all__", ()):
+            obj = getattr(module, name)
+            if _documented(obj) and f'id="{_anchor(page, name, obj)}"' not in text:
+                problems.append(f"api/{page}.html: {name} is not documented")
     cli_page = (site / "cli.html").read_text(encoding="utf-8")
     for name in _commands(cli, "convlens"):
         if f"<code>{name}</code>" not in cli_page and f">{name}<" not in cli_page:

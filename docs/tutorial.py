@@ -33,11 +33,14 @@ import numpy as np
 import sympy as sp
 import torch
 import torch.nn.functional as F
-from IPython.display import Markdown, Math, display
+from IPython.display import Math, display
 from PIL import Image
+from torch.utils.data import Subset
 
 import convlens
 from convlens import figures
+from convlens.deconvnet import to_image
+from convlens.scan import layer_grid
 from convlens.symbolic import render
 
 torch.manual_seed(0)
@@ -55,7 +58,7 @@ N, K, P, S = 4, 3, 0, 1
 spec = convlens.LayerSpec.conv(K, stride=S, padding=P)
 by_formula = (N + 2 * P - K) // S + 1
 by_torch = tuple(F.conv2d(torch.zeros(1, 1, N, N), torch.zeros(1, 1, K, K)).shape[-2:])
-print("LayerSpec:", spec.output_size(N), " post's formula:", (by_formula, by_formula), " F.conv2d:", by_torch)
+print("LayerSpec:", spec.output_size(N), "· the post:", (by_formula,) * 2, "· F.conv2d:", by_torch)
 assert spec.output_size(N) == (by_formula, by_formula) == by_torch == (2, 2)
 
 # %% [markdown]
@@ -97,11 +100,11 @@ output = convolution(X, W, K=3, N=4)
 C_seed = output.reshape(4, 1).jacobian(X.reshape(16, 1)).T  # (16, 4), the post's layout
 C = sp.Matrix(sc.C(layout="row"))
 
-title, latex = render(sc, show="C", format="latex").split("\n", 1)
-display(Markdown(f"**{title.lstrip('% ')}**"))
+latex = render(sc, show="C", format="latex").split("\n", 1)[1]  # line 1: a comment
 display(Math(latex))
-print("shape", C.shape, "· equal to the seed's Jacobian:", C == C_seed)
-assert C.shape == (16, 4) and C == C_seed
+print("shape", C.shape, "· equal to the seed's Jacobian:", C_seed == C)
+assert C.shape == (16, 4)
+assert C_seed == C
 
 # %% [markdown]
 # It is the very matrix the post prints. Its LaTeX is pasted below from the post, entry for
@@ -119,9 +122,11 @@ def entry(tex):
     return sp.Integer(0) if tex == "0" else sp.Symbol(tex)
 
 
-C_post = sp.Matrix([[entry(e) for e in row.split("&")] for row in post_C.replace("\n", "").split(r"\\")])
+C_post = sp.Matrix(
+    [[entry(e) for e in row.split("&")] for row in post_C.replace("\n", "").split(r"\\")]
+)
 print(render(sc, show="C", format="unicode"))
-assert C == C_post
+assert C_post == C
 
 # %% [markdown]
 # ## 3. vec(x) · C is the convolution
@@ -186,11 +191,20 @@ x_leaf = torch.zeros(1, 1, 4, 4, dtype=torch.float64, requires_grad=True)
 F.conv2d(x_leaf, w).backward(y)
 by_autograd = x_leaf.grad
 
-references = {"nn.ConvTranspose2d": by_module, "autograd input gradient": by_autograd,
-              "F.conv_transpose2d": F.conv_transpose2d(y, w)}
-routes = {name: getattr(convlens, name)(y, w) for name in (
-    "conv_transpose_matmul", "conv_transpose_scatter", "conv_transpose_fractional",
-    "conv_transpose_autograd")}
+references = {
+    "nn.ConvTranspose2d": by_module,
+    "autograd input gradient": by_autograd,
+    "F.conv_transpose2d": F.conv_transpose2d(y, w),
+}
+routes = {
+    name: getattr(convlens, name)(y, w)
+    for name in (
+        "conv_transpose_matmul",
+        "conv_transpose_scatter",
+        "conv_transpose_fractional",
+        "conv_transpose_autograd",
+    )
+}
 for name, value in {**references, **routes}.items():
     diff = (value - by_matrix).abs().max().item()
     print(f"{name:28s} max |difference| from vec(y) @ C^T = {diff:.1e}")
@@ -202,16 +216,15 @@ for name, value in {**references, **routes}.items():
 # First the convolution itself (the kernel sliding over the input) and C as a pattern: each
 # colour is one kernel entry, and the same diagonal bands as in the printed C appear.
 
+
 # %%
-def strip(*frames):
-    """Frames (H, W, 3) side by side."""
-    height = max(f.shape[0] for f in frames)
-    padded = [np.pad(f, ((0, height - f.shape[0]), (0, 8), (0, 0)), constant_values=255) for f in frames]
-    return Image.fromarray(np.concatenate(padded, axis=1))
+def stack(*frames):
+    """Frames (H, W, 3) of one scene, one below the other."""
+    return Image.fromarray(np.concatenate(frames, axis=0))
 
 
 slide = figures.conv_scene(4, 3)
-display(strip(slide.rgb(0), slide.rgb(1)))
+display(stack(slide.rgb(0), slide.rgb(1)))
 pattern = figures.matrix_scene(4, 3, layout="row")
 display(Image.fromarray(pattern.rgb()))
 # the picture's cells: kernel entry e = 1..9 (0: empty) of each cell of C, the post's w_ij
@@ -228,12 +241,14 @@ for (r, c), e in np.ndenumerate(entries):
 
 # %%
 scatter = figures.scatter_scene(2, 3)
-display(strip(scatter.rgb(0), scatter.rgb(1)))
+display(stack(scatter.rgb(0), scatter.rgb(1)))
 frames = figures.transpose_scatter_frames(2, 3)
 for k in range(frames.n_frames):
     one_hot = torch.zeros(4, dtype=torch.float64)
     one_hot[k] = 1
-    stamp = F.conv_transpose2d(one_hot.view(1, 1, 2, 2), torch.ones(1, 1, 3, 3, dtype=torch.float64))
+    stamp = F.conv_transpose2d(
+        one_hot.view(1, 1, 2, 2), torch.ones(1, 1, 3, 3, dtype=torch.float64)
+    )
     written = {tuple(c) for c in torch.nonzero(stamp[0, 0]).tolist()}
     assert frames.writes(k) == written, k
 print("every input pixel writes the block that F.conv_transpose2d writes")
@@ -247,12 +262,14 @@ print("every input pixel writes the block that F.conv_transpose2d writes")
 
 # %%
 fractional = figures.fractional_scene(2, 3)
-display(strip(fractional.rgb(0), fractional.rgb(1)))
+display(stack(fractional.rgb(0), fractional.rgb(1)))
 f_frames = figures.fractional_frames(2, 3)
 assert f_frames.canvas_size == (2 + 2 * (K - 1), 2 + 2 * (K - 1))
 padded = F.pad(y, (K - 1,) * 4)
 by_flipped_conv = F.conv2d(padded, w.flip(-1, -2))
-print("conv2d(padded y, flipped w) equals vec(y) @ C^T:", torch.allclose(by_flipped_conv, by_matrix))
+print(
+    "conv2d(padded y, flipped w) equals vec(y) @ C^T:", torch.allclose(by_flipped_conv, by_matrix)
+)
 assert torch.allclose(by_flipped_conv, by_matrix, rtol=1e-12, atol=1e-12)
 
 # %% [markdown]
@@ -297,7 +314,9 @@ def deconvnet_by_hand(x, channel, rule):
     signal[:, channel] = (fmap * F.one_hot(fmap.argmax(1), fmap.shape[1])).view_as(a6[:, channel])
 
     def rectify(s, pre):
-        return {"deconvnet": F.relu(s), "guided": F.relu(s) * (pre > 0), "gradient": s * (pre > 0)}[rule]
+        return {"deconvnet": F.relu(s), "guided": F.relu(s) * (pre > 0), "gradient": s * (pre > 0)}[
+            rule
+        ]
 
     # backward: transposed filters, unpooling by switches, rectification
     s = F.conv_transpose2d(signal, f[6].weight, padding=1)
@@ -325,17 +344,24 @@ with torch.no_grad():
 # smoother than the gradient's.
 
 # %%
-from convlens.deconvnet import to_image
-
 rows = []
 for n in range(len(images)):
     tiles = [to_image(images[n], scale=3)]
     for t in range(len(channels)):
         tiles += [to_image(results[rule].projections[n, t], scale=3) for rule in convlens.RULES]
-    rows.append(np.concatenate([np.pad(np.asarray(im.convert("RGB")), ((2, 2), (2, 2), (0, 0)),
-                                       constant_values=255) for im in tiles], axis=1))
+    rows.append(
+        np.concatenate(
+            [
+                np.pad(np.asarray(im.convert("RGB")), ((2, 2), (2, 2), (0, 0)), constant_values=255)
+                for im in tiles
+            ],
+            axis=1,
+        )
+    )
 display(Image.fromarray(np.concatenate(rows, axis=0)))
-print("columns: input | channel 0: deconvnet, guided, gradient | channel 5: deconvnet, guided, gradient")
+print(
+    "columns: input | channel 0: deconvnet, guided, gradient | channel 5: deconvnet, guided, gradient"
+)
 assert not torch.equal(results["deconvnet"].projections, results["gradient"].projections)
 
 # %% [markdown]
@@ -348,10 +374,6 @@ assert not torch.equal(results["deconvnet"].projections, results["gradient"].pro
 # on the left and the image patches on the right.
 
 # %%
-from torch.utils.data import Subset
-
-from convlens.scan import layer_grid
-
 data = Subset(sample, range(400))
 found = convlens.scan_dataset(model, data, ["features.3"], top=9, progress=False)
 tops = convlens.project_top(model, data, found, channels=[0, 1, 2])
@@ -365,8 +387,12 @@ display(layer_grid(tops.layers["features.3"], tile=48))
 f = model.features
 with torch.no_grad():
     batch = torch.stack([data[i][0] for i in range(len(data))])
-    a3 = F.conv2d(F.max_pool2d(F.relu(F.conv2d(batch, f[0].weight, f[0].bias, padding=2)), 2),
-                  f[3].weight, f[3].bias, padding=1)
+    a3 = F.conv2d(
+        F.max_pool2d(F.relu(F.conv2d(batch, f[0].weight, f[0].bias, padding=2)), 2),
+        f[3].weight,
+        f[3].bias,
+        padding=1,
+    )
 maxima = a3.flatten(2).amax(2)  # (images, channels)
 top_values = maxima.topk(9, dim=0).values.T  # (channels, 9)
 layer = found.layers["features.3"]
@@ -376,7 +402,11 @@ assert torch.allclose(layer.values, top_values, rtol=1e-5, atol=1e-5)
 chosen = maxima[layer.indices, torch.arange(maxima.shape[1])[:, None]]
 assert torch.allclose(chosen, layer.values, rtol=1e-5, atol=1e-5)
 patches = tops.layers["features.3"].patches
-print("projections and patches per channel:", tuple(patches.shape[1:]), "(top-9, input channel, receptive field)")
+print(
+    "projections and patches per channel:",
+    tuple(patches.shape[1:]),
+    "(top-9, input channel, receptive field)",
+)
 # receptive field of features.3 by hand: 5 (conv 5x5), +1 (pool 2, jump 1), +2*2 (conv 3x3, jump 2)
 by_hand = 5 + (2 - 1) * 1 + (3 - 1) * 2
 fields = {field.path: field for field in convlens.receptive_fields(model, 28)}

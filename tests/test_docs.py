@@ -28,9 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 # pages written by others (architecture) or by the benchmark scripts: not run here
 NOT_RUN = {"ARCHITECTURE.md", "benchmarks-matrix.md", "benchmarks-scan.md"}
-PAGES = sorted(
-    p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md") if p.name not in NOT_RUN
-)
+PAGES = sorted(p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md") if p.name not in NOT_RUN)
 
 
 def _blocks(text: str, lang: str) -> list[str]:
@@ -39,7 +37,8 @@ def _blocks(text: str, lang: str) -> list[str]:
 
 def _load(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"convlens_docs_{name}", DOCS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -145,9 +144,11 @@ def test_gallery_draws_what_it_shows(tmp_path: Path) -> None:
     assert [p.name for p in written] == [f.file for f in gallery.FIGURES]
     page = gallery.page()
     for figure in gallery.FIGURES:
-        assert f"(gallery/{figure.file})" in page and figure.command in page
+        assert f"(gallery/{figure.file})" in page
+        assert figure.command in page
         with Image.open(tmp_path / figure.file) as image:
-            assert image.width > 200 and image.height > 100
+            assert image.width > 200
+            assert image.height > 100
     # one frame per output pixel of the conv, per input pixel of the scatter, per output pixel
     # of the fractionally strided view: counted by torch itself
     conv = F.conv2d(torch.zeros(1, 1, 5, 5), torch.zeros(1, 1, 3, 3), stride=2, padding=1)
