@@ -7,9 +7,9 @@ make ``mkdocs build --strict`` fail when the site would be wrong.
 - ``on_page_markdown``: an API page also documents, from their own modules, the functions
   whose name is also a submodule's (griffe sees the submodule: ``convlens.deconvnet.project``);
 - ``on_post_page``: drops nbconvert's loader for mermaid diagrams (the notebooks have none, and
-  it names a CDN) and sets MathJax to its SVG output (no web fonts, which file:// cannot load);
-- ``on_post_build``: copies MathJax (for the notebooks' formulas) in from the
-  ``jupyter-server-mathjax`` package of the docs extra, then checks that no page loads anything
+  it names a CDN) and configures MathJax 3 before it loads;
+- ``on_post_build``: copies MathJax 3 (TeX to SVG, for the notebooks' formulas) in from the
+  ``django-static-mathjax`` package of the docs extra (no Django needed), then checks that no page loads anything
   from the network (the site must work from ``file://``), that the CLI page documents every
   command of ``convlens.cli``, that every API page documents every public class and function
   of its module, and that no docstring fell apart into quotes.
@@ -177,20 +177,25 @@ def on_files(files: Files, config: Any) -> Files:
     return files
 
 
-#: MathJax 2's HTML-CSS output needs web fonts, which browsers refuse to load from file://;
-#: the SVG output draws every glyph itself.
-_SVG_OUTPUT = (
-    '<script type="text/x-mathjax-config">MathJax.Hub.Register.StartupHook("End Jax", '
-    'function () { return MathJax.Hub.setRenderer("SVG"); });</script>'
+#: MathJax 3 reads its configuration from ``window.MathJax`` before it loads; the notebooks'
+#: formulas are ``$...$`` (nbconvert's MathJax 2 configuration is ignored by MathJax 3). The SVG
+#: output needs no web fonts, which browsers refuse to load from file://.
+_MATHJAX_CONFIG = (
+    "<script>window.MathJax = {tex: {inlineMath: [['$', '$'], ['\\\\(', '\\\\)']], "
+    "displayMath: [['$$', '$$'], ['\\\\[', '\\\\]']], processEscapes: true}, "
+    "svg: {fontCache: 'global'}};</script>"
 )
+_MATHJAX_LOADER = '<script src="assets/mathjax/tex-svg.js'
+#: What of MathJax's es5 build the site needs: the TeX-to-SVG component and what it loads lazily
+#: (TeX extensions, the menu); not the speech-rule engine or the other combined components.
+_MATHJAX_PARTS = ("tex-svg.js", "input", "output", "ui", "a11y", "adaptors")
 
 
 def on_post_page(output: str, page: Any, config: Any) -> str:
     if "mermaid" in output:
         output = _MERMAID.sub("", output)
-    loader = '<script src="assets/mathjax/MathJax.js'
-    if loader in output:
-        output = output.replace(loader, _SVG_OUTPUT + loader, 1)
+    if _MATHJAX_LOADER in output:
+        output = output.replace(_MATHJAX_LOADER, _MATHJAX_CONFIG + _MATHJAX_LOADER, 1)
     return output
 
 
@@ -234,11 +239,17 @@ def check_site(site: Path) -> list[str]:
 
 
 def on_post_build(config: Any, **kwargs: Any) -> None:
-    import jupyter_server_mathjax
+    import mathjax  # the django-static-mathjax package: MathJax 3 and nothing else
 
     site = Path(config["site_dir"])
-    source = Path(jupyter_server_mathjax.__file__).parent / "static"
-    shutil.copytree(source, site / "assets" / "mathjax", dirs_exist_ok=True)
+    es5 = Path(mathjax.__file__).parent / "static" / "mathjax" / "es5"
+    target = site / "assets" / "mathjax"
+    target.mkdir(parents=True, exist_ok=True)
+    for part in _MATHJAX_PARTS:
+        if (es5 / part).is_dir():
+            shutil.copytree(es5 / part, target / part, dirs_exist_ok=True)
+        else:
+            shutil.copy2(es5 / part, target / part)
     problems = check_site(site)
     if problems:
         raise PluginError("the built site is wrong:\n  " + "\n  ".join(problems))
