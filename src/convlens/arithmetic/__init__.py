@@ -31,6 +31,7 @@ from convlens.arithmetic.layer import (
 from convlens.arithmetic.receptive import (
     Box,
     ReceptiveField,
+    ReceptiveFieldTable,
     TracedLayer,
     elementwise_modules,
     receptive_fields,
@@ -49,6 +50,7 @@ __all__ = [
     "LayerKind",
     "LayerSpec",
     "ReceptiveField",
+    "ReceptiveFieldTable",
     "TracedLayer",
     "colliding_input_sizes",
     "conv_output_length",

@@ -617,6 +617,12 @@ class LayerSpec:
             args.append("count_include_pad=False")
         return f"{name}{self.ndim}d({', '.join(args)})"
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the geometry, the size formula and a few input -> output sizes."""
+        from convlens.notebook import layer_spec_html
+
+        return layer_spec_html(self)
+
 
 def _one(values: tuple[int, ...]) -> int | tuple[int, ...]:
     """One value for a 1-D tuple, else the tuple."""

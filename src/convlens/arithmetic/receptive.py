@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Box",
     "ReceptiveField",
+    "ReceptiveFieldTable",
     "TracedLayer",
     "elementwise_modules",
     "receptive_fields",
@@ -138,6 +139,18 @@ class ReceptiveField:
         """Unclipped half-open ``(start, stop)`` in input pixels of the unit at ``position``."""
         start = tuple(f + p * j for f, p, j in zip(self.first, position, self.jump))
         return start, tuple(a + s for a, s in zip(start, self.size))
+
+
+class ReceptiveFieldTable(list[ReceptiveField]):
+    """What :func:`receptive_fields` returns: a list of :class:`ReceptiveField` (equal to the
+    plain list of the same fields), shown as a table in a notebook."""
+
+    __slots__ = ()
+
+    def _repr_html_(self) -> str:
+        from convlens.notebook import receptive_field_html
+
+        return receptive_field_html(self)
 
 
 @dataclass(frozen=True)
@@ -324,7 +337,7 @@ def _fields(
     return tuple(out)
 
 
-def receptive_fields(chain: Any, input_size: Any = None) -> list[ReceptiveField]:
+def receptive_fields(chain: Any, input_size: Any = None) -> ReceptiveFieldTable:
     """Receptive field size, jump and start of every conv/pool layer of ``chain``.
 
     ``chain`` is an ``nn.Module`` (its conv and pooling modules in registration order, with
@@ -343,7 +356,7 @@ def receptive_fields(chain: Any, input_size: Any = None) -> list[ReceptiveField]
     """
     walk = _walk(chain)
     size = None if input_size is None else walk.entries[0][1].check_input_size(input_size)
-    return list(_fields(walk.entries, size))
+    return ReceptiveFieldTable(_fields(walk.entries, size))
 
 
 def _resolve(walk: _Walk, layer: Any) -> int:

@@ -500,6 +500,12 @@ class ModelLint:
             self.compound is not None and self.compound.flagged
         )
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the layer table, the compounded chain and the first-layer aliasing."""
+        from convlens.notebook import lint_html
+
+        return lint_html(self)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values: ``layers``, ``compound``, ``aliasing``, ``flagged``."""
         return {

@@ -90,6 +90,19 @@ class TopProjections:
     layers: dict[str, LayerProjections]
     rule: str
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the Figure-2 grid, per channel its projections beside their patches."""
+        from convlens.deconvnet.display import to_image
+        from convlens.notebook import top_projections_html
+
+        return top_projections_html(self, to_image)
+
+    def _repr_png_(self) -> bytes | None:
+        from convlens.deconvnet.display import to_image
+        from convlens.notebook import top_projections_png
+
+        return top_projections_png(self, to_image)
+
 
 def _read(dataset: Any, index: int) -> Tensor:
     from convlens.scan.data import _first_tensor
