@@ -45,21 +45,19 @@ def _data(n: int = 12, size: int = 10) -> list[tuple[torch.Tensor, int]]:
 
 
 def _brute_top1(model: nn.Module, data, layer: str, channel: int) -> tuple[int, float]:
-    """Index and value of the image with the largest activation of ``channel`` at ``layer``."""
+    """Index and value of the image with the largest activation of ``channel`` at ``layer``
+    (one plain forward of the whole dataset; ties to the lowest index)."""
     seen = {}
     module = dict(model.named_modules())[layer]
     handle = module.register_forward_hook(lambda m, a, out: seen.__setitem__("y", out.clone()))
-    best = (-1, -float("inf"))
     try:
         with torch.no_grad():
-            for i, (x, _) in enumerate(data):
-                model(x.unsqueeze(0))
-                v = float(seen["y"][0, channel].max())
-                if v > best[1]:
-                    best = (i, v)
+            model(torch.stack([x for x, _ in data]))
     finally:
         handle.remove()
-    return best
+    peaks = seen["y"][:, channel].flatten(1).max(1).values
+    index = int(torch.nonzero(peaks == peaks.max())[0])
+    return index, float(peaks[index])
 
 
 def _cut(full: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
@@ -111,10 +109,12 @@ def test_changed_marks_a_new_argmax_and_the_figure_draws_every_cell(tmp_path) ->
         model.load_state_dict(state)
         for r, c in enumerate(ly.channels):
             assert int(ly.indices[k, r]) == _brute_top1(model, data, "1", c)[0]
-    fig = evolution_figure(evo)
-    assert len(fig.axes) == 4 * 3
-    red = [ax for ax in fig.axes if ax.spines["top"].get_linewidth() > 2]
-    assert len(red) == int(ly.changed.sum())
+    fig = evolution_figure(evo, tile=20)
+    captions = [t.get_text() for t in fig.axes[0].texts if t.get_text().startswith("#")]
+    assert captions == [f"#{int(ly.indices[k, r])}" for r in range(4) for k in range(3)]
+    canvas = torch.as_tensor(fig.axes[0].images[0].get_array())
+    red = (canvas - torch.tensor([0.84, 0.15, 0.16], dtype=canvas.dtype)).abs().sum(-1) < 1e-9
+    assert int(red.sum()) == int(ly.changed.sum()) * ((20 + 2 * 3) ** 2 - 20**2)  # 3-px frames
 
 
 def test_demo_checkpoints_last_is_the_shipped_file_and_projects_like_project() -> None:
@@ -126,7 +126,7 @@ def test_demo_checkpoints_last_is_the_shipped_file_and_projects_like_project() -
     assert all(v.dtype == torch.float32 for c in ckpts for v in c.state.values())
     assert len({c.sha256 for c in ckpts}) == len(ckpts)  # five different sets of weights
     sample = convlens.load_demo_sample()
-    data = [sample[i] for i in range(0, len(sample), 8)]  # 250 images
+    data = [sample[i] for i in range(0, len(sample), 16)]  # 125 images
     loaded = convlens.load_model("demo")
     evo = feature_evolution(loaded, ckpts, data, {"features.3": [0, 5], "features.6": [7]})
     final = convlens.load_model("demo").model
@@ -226,3 +226,36 @@ def test_cli_evolution_two_identical_files_and_one_line_errors(tmp_path, capsys)
     with pytest.raises(SystemExit):
         main(["evolution", "--layers", "features.99", "--out", str(tmp_path / "x")])
     assert capsys.readouterr().err.startswith("convlens: error:")
+
+
+def test_saving_checkpoints_leaves_the_final_weights_bit_identical_and_packs_exactly(
+    tmp_path,
+) -> None:
+    from convlens.demo.train import (
+        pack_checkpoints,
+        read_packed_checkpoints,
+        save_weights,
+        train_demo,
+    )
+
+    kwargs = {"epochs": 2, "limit": 128, "eval_limit": 32, "progress": False}
+    plain, _ = train_demo(**kwargs)
+    saved, _ = train_demo(**kwargs, save_epochs=(0, 1, 2), save_dir=tmp_path / "ckpts")
+    assert all(torch.equal(v, saved.state_dict()[k]) for k, v in plain.state_dict().items())
+    final = tmp_path / "final.safetensors"
+    save_weights(saved, final)
+    packed = tmp_path / "packed.safetensors"
+    info = pack_checkpoints(tmp_path / "ckpts", packed, final=final, evaluate_initial=False)
+    assert info["epochs"] == [0, 1]
+    assert info["final_epoch"] == 2
+    assert info["dtype"] == "float16"
+    read = read_packed_checkpoints(packed, final=final)
+    assert [epoch for epoch, *_ in read] == [0, 1, 2]
+    for epoch, state, _, _ in read[:-1]:
+        orig = load_file(str(tmp_path / "ckpts" / f"epoch_{epoch:03d}.safetensors"))
+        assert all(torch.equal(state[k], orig[k].half().float()) for k in orig)
+    assert all(torch.equal(read[-1][1][k], v) for k, v in saved.state_dict().items())
+    with pytest.raises(ParameterError, match="bit-identical"):
+        pack_checkpoints(tmp_path / "ckpts", tmp_path / "x.safetensors", final=WEIGHTS_PATH)
+    with pytest.raises(ParameterError, match="save_epochs"):
+        train_demo(**kwargs, save_epochs=(3,), save_dir=tmp_path)

@@ -85,7 +85,7 @@ def _layer_channels(
     show_default=True,
     help="Channels chosen at random per layer.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of that choice.")
+@click.option("--channel-seed", type=int, default=0, show_default=True, help="Seed of that choice.")
 @rule_option
 @click.option(
     "--every",
@@ -107,6 +107,7 @@ def evolution_command(
     channels: tuple[str, ...],
     per_layer: int,
     seed: int,
+    channel_seed: int,
     rule: str,
     every: int,
     batch_size: int,
@@ -139,7 +140,8 @@ def evolution_command(
         weights=weights,
         allow_random=allow_random,
         per_layer=per_layer,
-        seed=seed,
+        seed=channel_seed,
+        model_seed=seed,
         rule=rule,
         batch_size=batch_size,
         every=every,
@@ -202,6 +204,7 @@ def invariance_command(
     model_spec: str,
     weights: str | None,
     allow_random: bool,
+    seed: int,
     data: str,
     layers: str | None,
     images: str | None,
@@ -249,6 +252,7 @@ def invariance_command(
         out_dir,
         weights=weights,
         allow_random=allow_random,
+        model_seed=seed,
         layers=[s for s in layers.split(",") if s] if layers else None,
         images=list(parse_channels(images, "--images")) if images else None,
         amounts=amounts or None,
@@ -298,7 +302,9 @@ def invariance_command(
     show_default=True,
     help="Random-box controls per part (mean ± std).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random boxes.")
+@click.option(
+    "--box-seed", type=int, default=0, show_default=True, help="Seed of the random boxes."
+)
 @click.option(
     "--zero",
     type=click.Choice(["value", "drop"]),
@@ -325,6 +331,7 @@ def correspondence_command(
     per_part: int,
     repeats: int,
     seed: int,
+    box_seed: int,
     zero: str,
     fill: float,
     device: str,
@@ -353,7 +360,8 @@ def correspondence_command(
         layers=[s for s in layers.split(",") if s] if layers else None,
         per_part=per_part,
         repeats=repeats,
-        seed=seed,
+        seed=box_seed,
+        model_seed=seed,
         zero=zero,
         fill=fill,
         device=device,

@@ -431,12 +431,15 @@ def pack_checkpoints(
     *,
     final: str | os.PathLike[str] | None = None,
     dtype: torch.dtype = torch.float16,
+    evaluate_initial: bool = True,
 ) -> dict[str, Any]:
     """Pack the weights saved by ``train_demo(save_epochs=...)`` in ``folder`` into one
     safetensors file ``out`` (keys ``epoch_NNN/<param>``) in ``dtype``, leaving out the last
     epoch, which must be bit-identical to ``final`` (default: the shipped weights) and is read
-    from there by :func:`demo_checkpoints`. Returns the recorded metadata (one key, JSON: dtype,
-    epochs, the float32 files' sha256, test accuracy per epoch, the final file's sha256).
+    from there by :func:`read_packed_checkpoints`. Returns the recorded metadata (one key,
+    JSON: dtype, epochs, the float32 files' sha256, test accuracy per epoch — the initial
+    weights' evaluated here on the full test set when ``evaluate_initial`` — and the final
+    file's sha256).
     """
     from convlens.demo import WEIGHTS_PATH
 
@@ -462,7 +465,14 @@ def pack_checkpoints(
             tensors[f"epoch_{epoch:03d}/{key}"] = value.to(dtype)
         sha[str(epoch)] = sha256_file(path)
         record = json.loads(path.with_suffix(".json").read_text()).get("history_entry")
-        accuracy[str(epoch)] = None if record is None else record["test_accuracy"]
+        if record is None and not evaluate_initial:
+            accuracy[str(epoch)] = None
+        elif record is None:  # the initial weights: never evaluated during training
+            model = build_demo_model()
+            model.load_state_dict(load_file(str(path)))
+            accuracy[str(epoch)] = evaluate(model, *load_fashion_mnist("test"))[0]
+        else:
+            accuracy[str(epoch)] = record["test_accuracy"]
     info = {
         "dtype": str(dtype).removeprefix("torch."),
         "epochs": epochs[:-1],

@@ -161,6 +161,7 @@ def run_evolution(
     layers: Mapping[str, Sequence[int] | None] | Sequence[str] | str | None = None,
     weights: str | os.PathLike[str] | None = None,
     allow_random: bool = False,
+    model_seed: int = 0,
     per_layer: int = 6,
     seed: int = 0,
     rule: str = "deconvnet",
@@ -197,6 +198,7 @@ def run_evolution(
         weights=weights if weights is not None else first_file,
         allow_random=allow_random,
         device=device,
+        seed=model_seed,
         every=every,
     )
     run = RunFolder.claim(out, "evolution", resume=resume, overwrite=overwrite)
@@ -217,7 +219,12 @@ def run_evolution(
         on_checkpoint=on_checkpoint,
     )
     result.meta.update(
-        {"data": inputs.description, "preprocessing": inputs.preprocessing, "every": every}
+        {
+            "data": inputs.description,
+            "preprocessing": inputs.preprocessing,
+            "every": every,
+            "model_seed": model_seed,
+        }
     )
     run.write_json("evolution.json", result.summary())
     run.write_figure("evolution.png", evolution_figure(result, show="projection"))
@@ -242,6 +249,7 @@ def run_invariance(
     *,
     weights: str | os.PathLike[str] | None = None,
     allow_random: bool = False,
+    model_seed: int = 0,
     layers: Sequence[str] | str | None = None,
     images: Sequence[int] | None = None,
     count: int = 5,
@@ -269,7 +277,9 @@ def run_invariance(
         if os.fspath(model) != "demo":
             raise ParameterError("--layers", "a low and a high layer (module paths)", None)
         layers = list(DEMO_INVARIANCE_LAYERS)
-    inputs = open_inputs(model, data, weights=weights, allow_random=allow_random, device=device)
+    inputs = open_inputs(
+        model, data, weights=weights, allow_random=allow_random, device=device, seed=model_seed
+    )
     dataset = inputs.dataset
     labels_all = dataset_labels(dataset)
     if images is None:
@@ -327,6 +337,7 @@ def run_invariance(
             "true_class": use,
             "fill_requested": fill,
             "randomness": "none (deterministic)",
+            "model_seed": model_seed,
         }
     )
     run.write_json("invariance.json", result.summary())
@@ -354,6 +365,7 @@ def run_correspondence(
     boxes: str | os.PathLike[str] | None = None,
     weights: str | os.PathLike[str] | None = None,
     allow_random: bool = False,
+    model_seed: int = 0,
     layers: Sequence[str] | str | None = None,
     per_part: int = 5,
     repeats: int = 10,
@@ -375,7 +387,9 @@ def run_correspondence(
         if os.fspath(model) != "demo":
             raise ParameterError("--layers", "the layers to compare (module paths)", None)
         layers = list(DEMO_CORRESPONDENCE_LAYERS)
-    inputs = open_inputs(model, data, weights=weights, allow_random=allow_random, device=device)
+    inputs = open_inputs(
+        model, data, weights=weights, allow_random=allow_random, device=device, seed=model_seed
+    )
     dataset = inputs.dataset
     parts: list[Part]
     if boxes is not None:
@@ -405,7 +419,7 @@ def run_correspondence(
         fill=fill,
         progress=progress,
     )
-    result.meta.update({"data": inputs.description, "boxes": source})
+    result.meta.update({"data": inputs.description, "boxes": source, "model_seed": model_seed})
     table = correspondence_table(result)
     run.write_json("correspondence.json", result.summary())
     run.write_text(
