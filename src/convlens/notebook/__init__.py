@@ -290,9 +290,10 @@ def _heat(counts: Any) -> Image.Image:
 
 
 def _sheet(
-    rows: Sequence[Sequence[tuple[Image.Image | None, str]]], title: str, side: int = 64
+    rows: Sequence[Sequence[tuple[Image.Image | None, str | None]]], title: str, side: int = 64
 ) -> Image.Image:
-    """Pictures on one white canvas, row by row, each enlarged to ``side`` with a caption."""
+    """Pictures on one white canvas, row by row, each enlarged to ``side`` with a caption;
+    ``(None, caption)`` is an empty (light grey) slot, ``(None, None)`` a blank gap."""
     from PIL import Image, ImageDraw
 
     cols = max((len(r) for r in rows), default=0)
@@ -306,6 +307,8 @@ def _sheet(
         y = head + r * (side + caption_h + gap)
         for c, (image, caption) in enumerate(row):
             x = gap + c * (side + gap)
+            if image is None and caption is None:
+                continue
             if image is not None:
                 w, h = image.size
                 scale = side / max(w, h)
@@ -313,7 +316,7 @@ def _sheet(
                 canvas.paste(image.convert("RGB").resize(size, Image.Resampling.NEAREST), (x, y))
             else:
                 canvas.paste(Image.new("RGB", (side, side), (230, 230, 230)), (x, y))
-            draw.text((x, y + side), caption, fill=(20, 20, 20))
+            draw.text((x, y + side), caption or "", fill=(20, 20, 20))
     return canvas
 
 
@@ -518,8 +521,9 @@ def top_projections_html(result: Any, picture: Picture) -> str:
 
 
 def top_projections_png(result: Any, picture: Picture) -> bytes | None:
-    """A PNG of the first layer's inline Figure-2 grid (projection, patch, ... per channel row),
-    ``None`` when there is no 1-D or 2-D projection to draw."""
+    """A PNG of the first layer's inline Figure-2 grid: per channel a row of its top
+    projections, a gap, then their image patches; ``None`` when there is no 1-D or 2-D
+    projection to draw."""
     if not result.layers:
         return None
     name = next(iter(result.layers))
@@ -530,15 +534,18 @@ def top_projections_png(result: Any, picture: Picture) -> bytes | None:
     k = min(int(values.shape[1]), MAX_COLUMNS)
     rows = []
     for row in range(min(len(lp.channels), PNG_ROWS // 2)):
-        cells: list[tuple[Image.Image | None, str]] = []
+        projections: list[tuple[Image.Image | None, str | None]] = []
+        patches: list[tuple[Image.Image | None, str | None]] = []
         for j in range(k):
             if indices[row, j] < 0:
-                cells += [(None, ""), (None, "")]
+                projections.append((None, ""))
+                patches.append((None, ""))
                 continue
             proj = _fit(picture(_as_2d(lp.projections[row, j])), PNG_TILE)
             patch = _fit(patch_picture(lp.patches[row, j], lp.clips[row, j]), PNG_TILE)
-            cells += [(proj, format_number(float(values[row, j]))), (patch, f"#{indices[row, j]}")]
-        rows.append(cells)
+            projections.append((proj, format_number(float(values[row, j]))))
+            patches.append((patch, f"#{indices[row, j]}"))
+        rows.append([*projections, (None, None), *patches])
     title = f"layer {name}: channels {', '.join(str(c) for c in lp.channels[: len(rows)])}"
     return png_bytes(_sheet(rows, title, side=PNG_TILE))
 
