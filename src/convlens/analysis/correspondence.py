@@ -406,33 +406,32 @@ def correspondence(
 
 
 def correspondence_table(result: CorrespondenceResult, *, raw: bool = False) -> str:
-    """Table 1 as text: per part its Δ and the random control's mean ± std, per layer."""
-    summary = result.summary()
-    width = max(24, *(len(p.name) + 2 for p in result.parts))
-    cols = [f"{ly:>22}" for ly in result.layers]
+    """Table 1 as text: per part its Δ and the random control's mean ± std, per layer
+    (``raw``: the unnormalised counts)."""
     kind = "raw counts" if raw else "normalised Hamming"
-    lines = [
-        "Mean feature sign change Δ_l (Zeiler & Fergus §4.3, Table 1): "
-        f"{kind}, sign(0) {'as its own value' if result.zero == 'value' else 'dropped'}; "
-        f"random control: mean ± std over {result.repeats} repeats (seed {result.seed})",
-        f"{'part':<{width}}{'images':>7}" + "".join(cols),
-    ]
-    for p, doc in zip(result.parts, summary["parts"]):
-        values = doc["delta_raw"] if raw else doc["delta"]
-        lines.append(
-            f"{p.name:<{width}}{len(p.images):>7}"
-            + "".join(f"{values[ly]:>22.4f}" for ly in result.layers)
+    digits = 1 if raw else 4
+    rows: list[list[str]] = [["part", "images", *result.layers]]
+    for p in result.parts:
+        values = result.raw[p.name] if raw else result.delta[p.name]
+        rows.append(
+            [p.name, str(len(p.images)), *(f"{values[ly]:.{digits}f}" for ly in result.layers)]
         )
         ctrl = result.control_raw[p.name] if raw else result.control[p.name]
         cells = []
         for ly in result.layers:
             t = torch.tensor(ctrl[ly], dtype=torch.float64)
             std = float(t.std(unbiased=True)) if len(t) > 1 else 0.0
-            cells.append(f"{float(t.mean()):>12.4f} ± {std:<7.4f}")
-        label = f"  random {p.size[0]}×{p.size[1]} box"
-        lines.append(
-            (f"{label:<{width}}{len(p.images):>7}" + "".join(f"{c:>22}" for c in cells)).rstrip()
-        )
+            cells.append(f"{float(t.mean()):.{digits}f} ± {std:.{digits}f}")
+        rows.append([f"  random {p.size[0]}×{p.size[1]} box", str(len(p.images)), *cells])
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    lines = [
+        "Mean feature sign change Δ_l (Zeiler & Fergus §4.3, Table 1): "
+        f"{kind}, sign(0) {'as its own value' if result.zero == 'value' else 'dropped'}; "
+        f"random control: mean ± std over {result.repeats} repeats (seed {result.seed})"
+    ]
+    for r in rows:
+        cells = [r[0].ljust(widths[0])] + [r[c].rjust(widths[c]) for c in range(1, len(r))]
+        lines.append("   ".join(cells).rstrip())
     return "\n".join(lines)
 
 
