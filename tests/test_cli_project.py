@@ -17,6 +17,7 @@ from PIL import Image
 
 from convlens.cli import main
 from convlens.deconvnet import Target, project
+from convlens.io import MANIFEST, written_files
 from convlens.models import load_image, load_model
 
 FACTORY = textwrap.dedent(
@@ -92,8 +93,11 @@ def test_writes_pngs_and_metadata(env, capsys):
     assert meta["engine"] == "explicit"
     assert meta["weights_sha256"] is None
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(
-        [r["file"] for r in meta["projections"]] + ["projections.json"]
+        [r["file"] for r in meta["projections"]] + ["projections.json", MANIFEST]
     )
+    assert written_files(out_dir) == {r["file"] for r in meta["projections"]} | {
+        "projections.json"
+    }
     loaded = load_model("cli_project_factory:small")
     batch = torch.stack([load_image(p, loaded.preprocess) for p in images])
     ref = project(loaded.model, batch, [Target("3", 1), Target("3", 5)], rule="guided")
@@ -139,7 +143,7 @@ def test_position_and_existing_out_folder(env, capsys):
     meta = json.loads((out_dir / "projections.json").read_text())
     assert meta["projections"][0]["position"] == [3, 4]
     assert meta["engine"] == "rules"
-    assert not [p for p in out_dir.iterdir() if p.name.startswith(".")]
+    assert [p.name for p in out_dir.iterdir() if p.name.startswith(".")] == [MANIFEST]
 
 
 def test_random_weights_warning_is_printed(env, capsys):

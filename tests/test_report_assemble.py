@@ -277,7 +277,7 @@ def test_a_crashed_report_resumes_its_scan_and_cleans_up(
     work = scan_work_dir(out)
     assert (work / "scan.safetensors").is_file()  # the finished scan survived the crash
     scanned_once = sum(forwarded)
-    assert scanned_once == len(data)
+    assert scanned_once == len(data) + 1  # the scan, and its probe of the first image
 
     forwarded.clear()
     index = build_report(net, data, out, resume=True, **options)

@@ -16,13 +16,15 @@ import torch
 from PIL import Image
 
 from convlens.errors import ParameterError
+from convlens.io import LOCK, MANIFEST
 from convlens.scan.checkpoint import load_state
 from convlens.scan.data import ImageFolderDataset
 from convlens.scan.run import RESULT_TENSORS, ScanResult, checkpoint_path, scan
 
 # A model factory for the CLI (``--model scanfactory:make``). With CONVLENS_TEST_BLOCK_AT=B
-# set, its forward pass sleeps forever at the B-th batch: the process is then certainly in
-# the middle of the scan when the test kills it (no race on timing).
+# set, its forward pass sleeps forever at its B-th call: the process is then certainly in
+# the middle of the scan when the test kills it (no race on timing). The scan's probe (one
+# item through the model before the scan) is the first call, so batch b is call b + 1.
 FACTORY = """
 import os, time, torch, torch.nn as nn
 
@@ -98,6 +100,10 @@ def _cli(root: Path, out: Path, *extra: str) -> list[str]:
     ]
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -106,9 +112,17 @@ def _run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 
 def _interrupt(root: Path, out: Path, sig: int) -> subprocess.CompletedProcess | None:
     ready = out.parent / f"ready-{out.name}"
-    env = _env(root, CONVLENS_TEST_BLOCK_AT="5", CONVLENS_TEST_READY=str(ready))
+    env = _env(root, CONVLENS_TEST_BLOCK_AT="6", CONVLENS_TEST_READY=str(ready))  # batch 5
+    # The child gets the default SIGINT action even when pytest runs with SIGINT ignored (a
+    # background job): an ignored signal is inherited across exec, and Python then installs
+    # no KeyboardInterrupt handler, so Ctrl-C would do nothing.
     proc = subprocess.Popen(
-        _cli(root, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        _cli(root, out),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
     )
     try:
         deadline = time.monotonic() + 90
@@ -213,8 +227,8 @@ def test_checkpoint_is_written_atomically(tmp_path):
     data = [(torch.randn(1, 6, 6), 0) for _ in range(9)]
     seen = []
 
-    def look(batch_no: int) -> None:
-        names = sorted(p.name for p in tmp_path.iterdir())
+    def look(batch_no: int) -> None:  # convlens's own lock and manifest aside
+        names = sorted(p.name for p in tmp_path.iterdir() if p.name not in (LOCK, MANIFEST))
         seen.append(names)
 
     scan(

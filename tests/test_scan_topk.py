@@ -148,7 +148,7 @@ def test_scan_equals_brute_force_on_a_small_dataset(n, k, batch, seed):
         handle.remove()
         maxima = [brute_maxima(s) for s in seen]
         values = [v[0][0] for v in maxima]
-        expected = brute_topk(values, list(range(n)), k)
+        expected = brute_topk(values, list(range(n)), min(k, n))  # top > n keeps all n
         top = result.layers[layer]
         assert top.indices.tolist() == expected
         for ch in range(top.channels):
@@ -157,6 +157,8 @@ def test_scan_equals_brute_force_on_a_small_dataset(n, k, batch, seed):
                     assert top.values[ch, j].item() == pytest.approx(values[idx][ch], abs=1e-6)
                     assert tuple(top.positions[ch, j].tolist()) == maxima[idx][1][0][ch]
     assert result.counts == {"total": n, "scanned": n, "skipped": 0}
+    assert result.meta["top"] == min(k, n)
+    assert result.meta.get("top_requested", k) == k
 
 
 def test_hooks_removed_after_scan_and_after_an_error():
@@ -166,7 +168,7 @@ def test_hooks_removed_after_scan_and_after_an_error():
     assert all(not m._forward_hooks for m in net.modules())
     bad = [(torch.randn(1, 5, 5), 0), (torch.randn(1, 2, 2), 0)]  # second item too small
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ParameterError, match=r"model: expected a forward pass that runs"):
         scan(net, bad, ["1"], top=1, batch_size=1, progress=False)
     assert all(not m._forward_hooks for m in net.modules())
 

@@ -12,6 +12,7 @@ import click
 
 from convlens.deconvnet.explicit import RULES
 from convlens.errors import ParameterError
+from convlens.models.images import MAX_PIXELS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,7 +27,16 @@ DATA_HELP = (
 
 
 def model_options(func: F) -> F:
-    """``--model`` (as ``model_spec``, default ``demo``), ``--weights`` and ``--allow-random``."""
+    """``--model`` (as ``model_spec``, default ``demo``), ``--weights``, ``--allow-random`` and
+    ``--seed``."""
+    func = click.option(
+        "--seed",
+        type=click.IntRange(min=0, max=2**63 - 1),
+        default=0,
+        show_default=True,
+        help="Seed of the random weights (--allow-random) and of a factory's own random "
+        "draws: the same network in every run and every process; recorded in the results.",
+    )(func)
     func = click.option(
         "--allow-random",
         is_flag=True,
@@ -42,6 +52,19 @@ def model_options(func: F) -> F:
     )(func)
     return click.option(
         "--model", "model_spec", default="demo", show_default=True, help=MODEL_HELP
+    )(func)
+
+
+def max_pixels_option(func: F) -> F:
+    """``--max-image-pixels`` (as ``max_pixels``): the decompression-bomb limit per image."""
+    return click.option(
+        "--max-image-pixels",
+        "max_pixels",
+        type=click.IntRange(min=1),
+        default=MAX_PIXELS,
+        show_default=True,
+        help="Refuse images with more pixels than this (a decompression-bomb guard; "
+        "Pillow's limit by default).",
     )(func)
 
 

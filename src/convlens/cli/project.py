@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from convlens.cli._options import model_options, rule_option
+from convlens.cli._options import max_pixels_option, model_options, rule_option
 from convlens.deconvnet.project import ENGINES
 from convlens.errors import ParameterError
 
@@ -54,13 +54,16 @@ def _position(text: str) -> Any:
     "out_dir",
     required=True,
     type=click.Path(file_okay=False),
-    help="Output folder (written only when everything succeeded).",
+    help="Output folder (written only when everything succeeded; files convlens did not "
+    "write there are never replaced).",
 )
+@max_pixels_option
 def project_command(
     images: tuple[str, ...],
     model_spec: str,
     weights: str | None,
     allow_random: bool,
+    seed: int,
     layer: str,
     channels: tuple[int, ...],
     position: str,
@@ -68,6 +71,7 @@ def project_command(
     engine: str,
     scale: int,
     out_dir: str,
+    max_pixels: int,
 ) -> None:
     """Project activations of IMAGE... back to pixel space (Zeiler & Fergus, arXiv:1311.2901).
 
@@ -89,6 +93,8 @@ def project_command(
         scale=scale,
         weights=weights,
         allow_random=allow_random,
+        seed=seed,
+        max_pixels=max_pixels,
     )
     for message in run.warnings:
         click.echo(f"convlens: warning: {message}", err=True)

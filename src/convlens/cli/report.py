@@ -9,7 +9,13 @@ from typing import Any
 
 import click
 
-from convlens.cli._options import DATA_HELP, model_options, parse_channels, rule_option
+from convlens.cli._options import (
+    DATA_HELP,
+    max_pixels_option,
+    model_options,
+    parse_channels,
+    rule_option,
+)
 
 
 def _command_line(ctx: click.Context) -> str:
@@ -38,7 +44,8 @@ def _finish(index: Path) -> None:
     "--out",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Report folder (new, empty, or an earlier report, which is replaced).",
+    help="Report folder (new, empty, or an earlier report, which is replaced; files convlens "
+    "did not write are never deleted).",
 )
 @click.option(
     "--layers", default=None, help="Comma-separated module paths [default: every convolution]."
@@ -77,6 +84,7 @@ def _finish(index: Path) -> None:
     help="Continue an interrupted report: the scan goes on from its last checkpoint in OUT.scan.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@max_pixels_option
 @click.pass_context
 def report_command(ctx: click.Context, **opts: Any) -> None:
     """Scan a dataset and write a browsable HTML report: per layer the top-k projections
@@ -92,6 +100,8 @@ def report_command(ctx: click.Context, **opts: Any) -> None:
         command=_command_line(ctx),
         weights=opts["weights"],
         allow_random=opts["allow_random"],
+        seed=opts["seed"],
+        max_pixels=opts["max_pixels"],
         device=opts["device"],
         progress=not opts["quiet"],
         layers=layers,

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import click
 
-from convlens.cli._options import DATA_HELP, model_options, parse_channels, rule_option
+from convlens.cli._options import (
+    DATA_HELP,
+    max_pixels_option,
+    model_options,
+    parse_channels,
+    rule_option,
+)
 from convlens.scan import METHODS
+
+
+def _note(message: str) -> None:
+    click.echo(f"convlens: {message}", err=True)
 
 
 @click.command("scan")
@@ -21,6 +31,12 @@ from convlens.scan import METHODS
     help="Run folder: scan.json, scan.safetensors, checkpoints, grids.",
 )
 @click.option("--resume", is_flag=True, help="Continue an interrupted scan in --out.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Start over in a --out that holds an earlier scan (only files convlens wrote are "
+    "removed).",
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers.")
@@ -41,15 +57,18 @@ from convlens.scan import METHODS
 @click.option("--channels", default=None, help="Channels to project, e.g. 0-7,12 (default all).")
 @click.option("--no-project", is_flag=True, help="Only scan: no projections, no grids.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
+@max_pixels_option
 def scan_command(
     model_spec: str,
     weights: str | None,
     allow_random: bool,
+    seed: int,
     data: str,
     layers: str,
     top: int,
     out_dir: str,
     resume: bool,
+    overwrite: bool,
     device: str,
     batch_size: int,
     workers: int,
@@ -59,6 +78,7 @@ def scan_command(
     channels: str | None,
     no_project: bool,
     progress: bool | None,
+    max_pixels: int,
 ) -> None:
     """Scan a dataset for the top-k images of every channel of LAYERS, project them with the
     deconvnet and cut their receptive fields (Zeiler & Fergus, arXiv:1311.2901, Fig. 2).
@@ -77,8 +97,10 @@ def scan_command(
         out_dir,
         weights=weights,
         allow_random=allow_random,
+        seed=seed,
         top=top,
         resume=resume,
+        overwrite=overwrite,
         device=device,
         batch_size=batch_size,
         workers=workers,
@@ -88,6 +110,8 @@ def scan_command(
         channels=parse_channels(channels) if channels else None,
         project=not no_project,
         progress=progress,
+        max_pixels=max_pixels,
+        note=_note,
     )
     if not run.is_main:
         return

@@ -12,31 +12,49 @@ re-exported here, where users look for them.
 from convlens.io import sha256_file
 from convlens.loaded import LoadedModel
 from convlens.models.images import (
+    DEPTH_RULE,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    MAX_PIXELS,
     Preprocess,
+    decoded,
     default_preprocess,
+    faithful_image,
     load_image,
+    open_image,
     torchvision_preprocess,
 )
 from convlens.models.loading import (
     RandomWeightsWarning,
     apply_weights,
+    check_device,
+    check_materialised,
     load_model,
     read_weights,
+    seeded,
+    state_sha256,
 )
 
 __all__ = [
+    "DEPTH_RULE",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MAX_PIXELS",
     "LoadedModel",
     "Preprocess",
     "RandomWeightsWarning",
     "apply_weights",
+    "check_device",
+    "check_materialised",
+    "decoded",
     "default_preprocess",
+    "faithful_image",
     "load_image",
     "load_model",
+    "open_image",
     "read_weights",
+    "seeded",
     "sha256_file",
+    "state_sha256",
     "torchvision_preprocess",
 ]

@@ -4,7 +4,11 @@ and the embedded demo.
 Weights are only ever read as plain tensors: ``torch.load(..., weights_only=True)`` or
 safetensors. A file holding a pickled model or any other pickled object is refused, and a state
 dict that does not fit the architecture is reported key by key. Nothing is downloaded; random
-weights need ``allow_random=True`` and come with a :class:`RandomWeightsWarning`.
+weights need ``allow_random=True``, come with a :class:`RandomWeightsWarning` and are drawn
+from a seeded generator (``seed``, default 0; the global one is left as it was), so that two
+runs, a resumed run and every process of a torchrun job hold the same network. A factory runs
+under the same seed. The device is checked before anything moves there
+(:func:`check_device`), and a model whose weights are on the meta device is refused.
 
 >>> import warnings
 >>> with warnings.catch_warnings():
@@ -16,13 +20,16 @@ weights need ``allow_random=True`` and come with a :class:`RandomWeightsWarning`
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib
+import inspect
 import os
 import pickle
 import re
 import warnings
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +39,7 @@ from torch import Tensor
 
 import convlens.demo as demo
 from convlens.demo.data import preprocess as demo_preprocess
-from convlens.errors import ParameterError, ParameterTypeError, verbatim
+from convlens.errors import ConvLensError, ParameterError, ParameterTypeError, verbatim
 from convlens.io import sha256_file
 from convlens.loaded import LoadedModel
 from convlens.models.images import Preprocess, default_preprocess, torchvision_preprocess
@@ -41,9 +48,13 @@ __all__ = [
     "LoadedModel",
     "RandomWeightsWarning",
     "apply_weights",
+    "check_device",
+    "check_materialised",
     "load_model",
     "read_weights",
+    "seeded",
     "sha256_file",
+    "state_sha256",
 ]
 
 
@@ -153,17 +164,126 @@ def apply_weights(model: nn.Module, state: Mapping[str, Tensor], name: str, path
     model.load_state_dict(state, strict=True)
 
 
-def _device(device: Any) -> torch.device:
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ParameterError("device", "a torch device such as 'cpu' or 'cuda:0'", device) from exc
+def check_device(device: Any, param: str = "device") -> torch.device:
+    """``device`` as a ``torch.device`` this machine has (``"cuda"`` becomes the current GPU's
+    ``cuda:N``); a GPU that is not there, or the meta device, is an error naming ``param``.
+
+    >>> check_device("cpu")
+    device(type='cpu')
+    >>> try:
+    ...     check_device("cuda:99")
+    ... except ParameterError as exc:
+    ...     print(str(exc).split(" (")[0])
+    device: expected a device this machine has
+    """
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError, ValueError) as exc:
+            raise ParameterError(
+                param, "a torch device such as 'cpu', 'cuda' or 'cuda:0'", device
+            ) from exc
+    if dev.type == "meta":
+        raise ParameterError(param, "a device that computes (cpu, cuda, ...)", str(device))
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = (
+            dev.index if dev.index is not None else (torch.cuda.current_device() if count else 0)
+        )
+        if index >= count:
+            have = (
+                f"{count} CUDA GPU(s)"
+                if count
+                else "no CUDA GPU (torch.cuda.is_available() is False)"
+            )
+            raise ParameterError(
+                param,
+                f"a device this machine has ({have})",
+                str(device),
+                hint="use --device cpu" if not count else f"use cuda:0 .. cuda:{count - 1}",
+            )
+        return torch.device("cuda", index)
+    if dev.type != "cpu":
+        try:
+            torch.empty(0, device=dev)
+        except Exception as exc:
+            raise ParameterError(
+                param, "a device this machine has", str(device), hint=f"{type(exc).__name__}: {exc}"
+            ) from exc
+    return dev
 
 
-def _random_warning(name: str) -> None:
+def check_materialised(model: nn.Module, param: str = "model") -> None:
+    """Refuse a model with weights or buffers on the meta device (shapes without values: the
+    explicit engine would read uninitialised memory).
+
+    >>> check_materialised(nn.Linear(2, 2))
+    >>> try:
+    ...     check_materialised(nn.Linear(2, 2, device="meta"))
+    ... except ParameterError as exc:
+    ...     print(str(exc).split(" (")[0])
+    model: expected a model whose weights hold values
+    """
+    meta = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+    if meta:
+        raise ParameterError(
+            param,
+            "a model whose weights hold values (not on the meta device)",
+            verbatim(f"{len(meta)} tensor(s) on the meta device, first {meta[0]!r}"),
+            hint="materialise it first: model.to_empty(device=...) then load_state_dict(...)",
+        )
+
+
+def state_sha256(model: nn.Module) -> str:
+    """The hex SHA-256 of a model's state: every parameter and buffer by name, dtype, shape and
+    bytes (independent of the device it is on). Two processes hold the same network exactly
+    when these agree.
+
+    >>> a = nn.Linear(2, 2); b = nn.Linear(2, 2); _ = b.load_state_dict(a.state_dict())
+    >>> state_sha256(a) == state_sha256(b), state_sha256(a) == state_sha256(nn.Linear(2, 2))
+    (True, False)
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}\t{t.dtype}\t{tuple(tensor.shape)}\n".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ParameterTypeError("seed", "an int", seed)
+    if not 0 <= seed < 2**63:
+        raise ParameterError("seed", "an int in 0 .. 2**63 - 1", seed)
+    return seed
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run the block with torch's generators seeded by ``seed``, then put them back as they
+    were: random weights drawn inside are the same in every process and every run.
+
+    >>> with seeded(3):
+    ...     a = torch.rand(2)
+    >>> with seeded(3):
+    ...     b = torch.rand(2)
+    >>> torch.equal(a, b)
+    True
+    """
+    seed = _check_seed(seed)
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _random_warning(name: str, seed: int) -> None:
     warnings.warn(
         RandomWeightsWarning(
-            f"{name} runs with RANDOM weights (allow_random=True, no weights file): "
+            f"{name} runs with RANDOM weights (allow_random=True, no weights file; seed {seed}): "
             "its projections show the architecture, not anything learned"
         ),
         stacklevel=3,
@@ -171,13 +291,24 @@ def _random_warning(name: str) -> None:
 
 
 def _finish(loaded: LoadedModel, device: torch.device) -> LoadedModel:
-    loaded.model.to(device)
+    if not isinstance(loaded.model, nn.Module):
+        raise ParameterTypeError("model", "a torch.nn.Module", loaded.model)
+    check_materialised(loaded.model)
+    try:
+        loaded.model.to(device)
+    except Exception as exc:
+        raise ParameterError(
+            "device",
+            f"a device the model {loaded.name!r} can move to",
+            str(device),
+            hint=f"{type(exc).__name__}: {exc}",
+        ) from exc
     loaded.model.eval()
     return loaded
 
 
 def _from_torchvision(
-    name: str, weights: Any, device: torch.device, allow_random: bool
+    name: str, weights: Any, device: torch.device, allow_random: bool, seed: int
 ) -> LoadedModel:
     import torchvision.models as tvm
 
@@ -188,7 +319,8 @@ def _from_torchvision(
             None,
             hint="nothing is downloaded; save a state dict with torch.save or safetensors",
         )
-    model = tvm.get_model(name, weights=None)
+    with seeded(seed):
+        model = tvm.get_model(name, weights=None)
     preprocess, size = torchvision_preprocess(name)
     classes: tuple[str, ...] | None = None
     try:
@@ -197,43 +329,117 @@ def _from_torchvision(
     except Exception:  # no weights enum for this architecture
         classes = None
     digest = None
+    used_seed: int | None = None
     if weights is not None:
         apply_weights(model, read_weights(weights, device), name, weights)
         digest = sha256_file(weights)
         source = f"torchvision architecture {name} with weights {os.fspath(weights)}"
     else:
-        _random_warning(name)
-        source = f"torchvision architecture {name} with random weights"
-    return _finish(LoadedModel(model, name, preprocess, size, digest, classes, source), device)
+        _random_warning(name, seed)
+        used_seed = seed
+        source = f"torchvision architecture {name} with random weights (seed {seed})"
+    loaded = LoadedModel(model, name, preprocess, size, digest, classes, source, used_seed)
+    return _finish(loaded, device)
 
 
-def _from_factory(spec: str, weights: Any, device: torch.device) -> LoadedModel:
+def _import_hint(module_name: str, exc: ImportError) -> str:
+    """Why ``module_name`` did not import, and where Python looked for it."""
+    missing = getattr(exc, "name", None)
+    top = module_name.split(".")[0]
+    if isinstance(exc, ModuleNotFoundError) and missing and top.startswith(missing.split(".")[0]):
+        here = Path.cwd() / top
+        local = here.with_suffix(".py").is_file() or (here / "__init__.py").is_file()
+        where = f" ({top} is in the current folder)" if local else ""
+        return (
+            f"no module named {missing!r}{where}: the `convlens` command finds only installed "
+            "modules and those on PYTHONPATH; run `PYTHONPATH=. convlens ...` (or "
+            "`python -m convlens ...`) for a module in the current folder"
+        )
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _required_arguments(factory: Any) -> list[str]:
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin without a signature: just call it
+        return []
+    kinds = (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+    return [
+        p.name
+        for p in signature.parameters.values()
+        if p.kind in kinds and p.default is inspect.Parameter.empty
+    ]
+
+
+def _from_factory(spec: str, weights: Any, device: torch.device, seed: int) -> LoadedModel:
     module_name, _, attr = spec.partition(":")
+    expected = "an importable 'package.module:factory'"
     try:
         obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ParameterError("model", expected, spec, hint=_import_hint(module_name, exc)) from exc
+    except Exception as exc:  # the module itself raised while importing
+        raise ParameterError(
+            "model",
+            expected,
+            spec,
+            hint=f"importing {module_name} raised {type(exc).__name__}: {exc}",
+        ) from exc
+    try:
         for part in attr.split("."):
             obj = getattr(obj, part)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ParameterError(
-            "model", "an importable 'package.module:factory'", spec, hint=str(exc)
-        ) from exc
+    except AttributeError as exc:
+        raise ParameterError("model", expected, spec, hint=str(exc)) from exc
     if not callable(obj):
         raise ParameterTypeError("model", "a callable factory", obj)
-    made = obj()
+    needed = _required_arguments(obj)
+    if needed:
+        raise ParameterError(
+            "model",
+            "a factory that takes no arguments",
+            verbatim(f"{spec} needing {', '.join(needed)}"),
+            hint="write a small function without arguments that calls it with yours",
+        )
+    try:
+        with seeded(seed):
+            made = obj()
+    except ConvLensError:
+        raise
+    except Exception as exc:
+        raise ParameterError(
+            "model",
+            "a factory that builds a model",
+            spec,
+            hint=f"{spec}() raised {type(exc).__name__}: {exc}",
+        ) from exc
     if isinstance(made, LoadedModel):
         loaded = made
+        if loaded.seed is None and loaded.weights_sha256 is None:
+            loaded.seed = seed
     elif isinstance(made, nn.Module):
         loaded = LoadedModel(
-            made, spec, default_preprocess(), (224, 224), None, None, f"factory {spec}"
+            made, spec, default_preprocess(), (224, 224), None, None, f"factory {spec}", seed
         )
     else:
         raise ParameterError(
             "model", f"a factory returning an nn.Module ({spec})", verbatim(type(made).__name__)
         )
+    if not isinstance(loaded.model, nn.Module):
+        raise ParameterError(
+            "model",
+            f"a factory whose LoadedModel holds an nn.Module ({spec})",
+            verbatim(type(loaded.model).__name__),
+        )
     if weights is not None:
+        check_materialised(loaded.model)
         apply_weights(loaded.model, read_weights(weights, device), spec, weights)
         loaded.weights_sha256 = sha256_file(weights)
         loaded.source = f"factory {spec} with weights {os.fspath(weights)}"
+        loaded.seed = None
     return _finish(loaded, device)
 
 
@@ -291,8 +497,10 @@ def load_model(
     weights: str | os.PathLike[str] | None = None,
     device: Any = "cpu",
     allow_random: bool = False,
+    seed: int = 0,
 ) -> LoadedModel:
-    """Load the model named by ``spec``, safely, in eval mode on ``device``.
+    """Load the model named by ``spec``, safely, in eval mode on ``device``
+    (:func:`check_device`).
 
     ``spec`` is ``"demo"`` (the embedded default), a path to a TorchScript file,
     ``"package.module:factory"`` (a callable returning an ``nn.Module`` or a
@@ -300,7 +508,8 @@ def load_model(
     architecture name (built by ``torchvision.models.get_model(name, weights=None)``, then
     ``weights`` loaded from a local file; random weights only with ``allow_random=True``).
     Preprocessing: torchvision's own weights transforms for torchvision names, else
-    :func:`~convlens.models.images.default_preprocess`.
+    :func:`~convlens.models.images.default_preprocess`. Random weights and factories are
+    built under ``seed`` (:func:`seeded`), kept as ``LoadedModel.seed``.
 
     >>> try:
     ...     load_model("not_a_model")
@@ -310,18 +519,19 @@ def load_model(
     """
     if not isinstance(spec, (str, os.PathLike)):
         raise ParameterTypeError("model", "a model spec (str)", spec)
-    dev = _device(device)
+    dev = check_device(device)
+    seed = _check_seed(seed)
     text = os.fspath(spec)
     if text == "demo":
         return _from_demo(weights, dev)
     if os.path.isfile(text):
         return _from_torchscript(Path(text), weights, dev)
     if ":" in text:
-        return _from_factory(text, weights, dev)
+        return _from_factory(text, weights, dev, seed)
     import torchvision.models as tvm
 
     if text in tvm.list_models():
-        return _from_torchvision(text, weights, dev, allow_random)
+        return _from_torchvision(text, weights, dev, allow_random, seed)
     raise ParameterError(
         "model",
         "a torchvision architecture name (torchvision.models.list_models()), 'demo', "

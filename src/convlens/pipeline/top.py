@@ -1,8 +1,10 @@
 """The one pipeline behind ``convlens scan``, ``report`` and ``demo``: scan a dataset for the
 top-k images of every channel, then project them and cut their receptive fields.
 
-Zeiler & Fergus (arXiv:1311.2901, Fig. 2). :func:`top_projections` checks the layers and
-channels before the scan starts (a typo costs nothing, not hours), runs
+Zeiler & Fergus (arXiv:1311.2901, Fig. 2). :func:`top_projections` checks every option
+before the scan starts (layers, channels, also those of layers whose channel count only the
+first item's forward pass tells, the rule and the method: a typo costs nothing and writes
+nothing, not hours), runs
 :func:`convlens.scan.run.scan` (checkpointed and resumable with ``out``), then
 :func:`convlens.scan.project_top` a few channels at a time (:data:`CHANNEL_CHUNK`) so a
 progress bar can follow, and joins the parts per layer. The commands draw pictures and write
@@ -28,11 +30,12 @@ import torch
 import torch.nn as nn
 
 from convlens.analysis.filters import conv_layers
+from convlens.deconvnet.explicit import check_rule
 from convlens.errors import ParameterError
 from convlens.layer_paths import find_modules
 from convlens.loaded import model_facts
 from convlens.progress import progress_bar
-from convlens.scan import LayerProjections, TopProjections, project_top
+from convlens.scan import METHODS, LayerProjections, TopProjections, project_top
 from convlens.scan.run import ScanResult, scan, unwrap_model
 
 __all__ = [
@@ -166,9 +169,11 @@ def top_projections(
     device: str | torch.device | None = None,
     out: str | os.PathLike[str] | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     checkpoint_every: int | None = None,
     progress: bool | None = None,
     meta: dict[str, Any] | None = None,
+    note: Any = None,
 ) -> TopRun:
     """Scan ``dataset`` for the ``top`` images of every channel of ``layers`` (default: every
     convolution) and, with ``project``, their deconvnet projections and patches on the
@@ -176,8 +181,9 @@ def top_projections(
     :func:`convlens.scan.project_top`).
 
     ``model``: an ``nn.Module`` (used in its current mode) or a ``LoadedModel``. ``out``,
-    ``resume``, ``checkpoint_every``, ``workers`` and ``meta`` go to the scan
-    (:func:`convlens.scan.run.scan`). Layers and channels are checked before the scan.
+    ``resume``, ``overwrite``, ``checkpoint_every``, ``workers``, ``meta`` and ``note`` go to
+    the scan (:func:`convlens.scan.run.scan`). Every option is checked before the scan: the
+    channels of layers that are no convolution once the scan's probe has run the first item.
     """
     net, _ = unwrap_model(model)
     chosen = [s for s in layers.split(",") if s] if isinstance(layers, str) else layers
@@ -187,7 +193,16 @@ def top_projections(
             "layers", "a model with at least one convolution", model_facts(model)["name"]
         )
     modules = find_modules(net, chosen, "layers")
-    # where the channel counts are known from the modules, fail before the scan
+    if project:
+        check_rule(rule)
+        if method not in METHODS:
+            raise ParameterError("method", f"one of {', '.join(METHODS)}", method)
+    if channels is not None:
+        channels = list(channels)
+        bad = [c for c in channels if isinstance(c, bool) or not isinstance(c, int)]
+        if bad:
+            raise ParameterError("channels", "channel indices (ints)", bad)
+    # where the channel counts are known from the modules, fail before anything runs
     check_channels(
         channels, {n: int(m.out_channels) for n, m in modules.items() if isinstance(m, _CONV)}
     )
@@ -202,9 +217,12 @@ def top_projections(
         device=device,
         out=out,
         resume=resume,
+        overwrite=overwrite,
         checkpoint_every=checkpoint_every,
         progress=progress,
         meta=meta,
+        validate=lambda counts: check_channels(channels, counts),
+        note=note,
     )
     run = TopRun(result, None, tuple(chosen))
     run.timings.append((f"scan ({len(dataset)} images)", time.perf_counter() - start))

@@ -4,8 +4,10 @@ The steps, each timed and each with a progress bar when asked: the scan for the 
 every channel and their deconvnet projections and receptive-field patches (the pipeline,
 :func:`convlens.pipeline.top_projections`), the first layer's filters and every layer's filter
 statistics, occlusion sensitivity for a few images, and the accuracy where the dataset's classes
-are the model's. Zeiler & Fergus, arXiv:1311.2901, Figures 2, 6 and 7. The sections themselves
-are built by :mod:`convlens.report.sections`.
+are the model's. Labels are named with the dataset's own class names (a folder dataset's
+sub-folders); the model's names only where the dataset has none, and the front page says which.
+Every option is checked before the scan. Zeiler & Fergus, arXiv:1311.2901, Figures 2, 6 and 7.
+The sections themselves are built by :mod:`convlens.report.sections`.
 
 >>> import torch, torch.nn as nn
 >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(32, 2))
@@ -28,12 +30,12 @@ import torch
 import torch.nn as nn
 
 from convlens.arithmetic.receptive import receptive_fields
-from convlens.deconvnet.project import eval_mode
-from convlens.errors import ParameterTypeError
-from convlens.loaded import model_facts
+from convlens.errors import ParameterError, ParameterTypeError
+from convlens.loaded import eval_mode, model_facts
 from convlens.pipeline.top import top_projections
 from convlens.progress import track
 from convlens.report.data import ReportData, Summary, Table
+from convlens.report.geometry import dataset_geometry
 from convlens.report.sections import (
     describe_module,
     filter_section,
@@ -73,6 +75,48 @@ def _receptive_sizes(net: nn.Module, layers: Sequence[str]) -> dict[str, str]:
     }
 
 
+def _check_options(
+    occlusion_images: Any, occlusion_size: Any, occlusion_stride: Any, batch_size: Any
+) -> None:
+    """The report's own options, before any work."""
+    checks = (
+        ("occlusion_images", occlusion_images, 0, False),
+        ("occlusion_size", occlusion_size, 1, True),
+        ("occlusion_stride", occlusion_stride, 1, True),
+        ("batch_size", batch_size, 1, False),
+    )
+    for name, value, low, optional in checks:
+        if optional and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            kind = "a positive int" if low else "a non-negative int"
+            raise ParameterError(name, kind + (" or None" if optional else ""), value)
+
+
+def class_naming(
+    dataset: Any, model_names: Sequence[str] | None
+) -> tuple[list[str] | None, str, bool]:
+    """The names for the dataset's labels, where they come from (in words), and whether the
+    labels are the model's class indices: the dataset's own names win; the model's are used
+    only where the dataset has none.
+
+    >>> class Folder: classes = ["a", "b"]
+    >>> class_naming(Folder(), ["cat", "dog"])
+    (['a', 'b'], "the dataset's (the model's differ)", False)
+    >>> class_naming([], ["cat", "dog"])
+    (['cat', 'dog'], "the model's (the dataset has none)", True)
+    """
+    data_names = class_names(dataset)
+    model = list(model_names) if model_names else None
+    if data_names is not None:
+        same = model is None or data_names == model
+        told = "the dataset's" + ("" if model is None or same else " (the model's differ)")
+        return data_names, told, same
+    if model is not None:
+        return model, "the model's (the dataset has none)", True
+    return None, "none (labels shown as numbers)", True
+
+
 def assemble_report(
     model: Any,
     dataset: Any,
@@ -109,7 +153,10 @@ def assemble_report(
     net = getattr(model, "model", model)
     if not isinstance(net, nn.Module):
         raise ParameterTypeError("model", "an nn.Module or a LoadedModel", model)
+    _check_options(occlusion_images, occlusion_size, occlusion_stride, batch_size)
     info = model_facts(model)
+    names, names_from, labels_are_classes = class_naming(dataset, info["class_names"])
+    model_names = list(info["class_names"]) if info["class_names"] else names
     clock = _Clock()
     with eval_mode(net):
         run = top_projections(
@@ -129,7 +176,6 @@ def assemble_report(
         assert run.projections is not None  # top_projections projects by default
         result, chosen, counts = run.result, list(run.layers), run.counts
         modules = dict(net.named_modules())
-        names = info["class_names"] or class_names(dataset)
         used = sorted(
             {
                 int(i)
@@ -153,6 +199,8 @@ def assemble_report(
             )
             for name in track(chosen, "report: layers", enabled=progress)
         ]
+        with clock.step("geometry"):
+            geometry = dataset_geometry(net, dataset, used)
         with clock.step("filters"):
             filters = filter_section(net)
         occlusion = None
@@ -165,7 +213,8 @@ def assemble_report(
                     images=occlusion_images,
                     size=occlusion_size,
                     stride=occlusion_stride,
-                    class_names=names,
+                    class_names=model_names,
+                    use_labels=labels_are_classes,
                     value_range=(low, high),
                     batch_size=batch_size,
                     progress=progress,
@@ -197,7 +246,13 @@ def assemble_report(
         command=command,
         images=int(result.counts.get("scanned", len(dataset))),
         accuracy=measured,
-        facts=(*facts, *weights, ("deconvnet rule", rule), ("top", str(top))),
+        facts=(
+            *facts,
+            *weights,
+            ("class names", names_from),
+            ("deconvnet rule", rule),
+            ("top", str(result.top) + (f" (of {top} asked)" if result.top != top else "")),
+        ),
         layers=Table(
             ("layer", "module", "channels", "receptive field", "channels shown"), layer_rows
         ),
@@ -205,4 +260,11 @@ def assemble_report(
         skipped=skipped,
         warnings=tuple(warnings),
     )
-    return ReportData(summary=summary, layers=tuple(sections), filters=filters, occlusion=occlusion)
+    return ReportData(
+        summary=summary,
+        layers=tuple(sections),
+        filters=filters,
+        occlusion=occlusion,
+        geometry=geometry,
+        explorer=geometry.explorer,
+    )

@@ -211,6 +211,7 @@ def occlusion_section(
     progress: bool = False,
     skip: Sequence[int] = (),
     device: str | torch.device | None = None,
+    use_labels: bool = True,
 ) -> OcclusionSection | None:
     """Figure 7 (a)–(e) for ``images`` images of ``dataset`` (one of each label first:
     :func:`convlens.scan.data.spread_over_labels`), from
@@ -219,7 +220,9 @@ def occlusion_section(
 
     A grey square (0 in the model's input units: the mean for a mean-normalised input) of
     ``size`` pixels moves by ``stride``; the maps are over square positions. Images without a
-    label use the class the model predicts for the unoccluded image.
+    label use the class the model predicts for the unoccluded image, and so do all images
+    when the dataset's labels are not the model's classes (``use_labels=False``).
+    ``class_names`` name the model's classes.
     """
     if images <= 0:
         return None
@@ -239,7 +242,16 @@ def occlusion_section(
         stride_used = stride or d_stride
         items.append(
             _occlusion_item(
-                net, dataset, index, x, square, stride_used, class_names, value_range, batch_size
+                net,
+                dataset,
+                index,
+                x,
+                square,
+                stride_used,
+                class_names,
+                value_range,
+                batch_size,
+                use_labels,
             )
         )
         layer = items[-1][1]
@@ -258,15 +270,17 @@ def _occlusion_item(
     class_names: Sequence[str] | None,
     value_range: tuple[float, float],
     batch_size: int,
+    use_labels: bool = True,
 ) -> tuple[OcclusionItem, str]:
     """The five panels of Fig. 7 for one image, and the layer watched."""
     h, w = int(x.shape[-2]), int(x.shape[-1])
-    label = item_label(dataset, index)
+    label = item_label(dataset, index) if use_labels else None
     note = None
     if label is None:
         with torch.no_grad():
             label = int(net(x.unsqueeze(0)).argmax(1)[0])
-        note = "no label: (d) is the probability of the class predicted for the whole image"
+        why = "no label" if use_labels else "the dataset's classes are not the model's"
+        note = f"{why}: (d) is the probability of the class predicted for the whole image"
     res = occlusion_maps(
         net, x, label, size=square, stride=stride, batch_size=batch_size, project=True
     )

@@ -1,7 +1,7 @@
 """Top-1 accuracy of a model over a dataset's labelled items (unreadable items left out).
 
 The model runs in eval mode under ``torch.no_grad``; every module's own ``training`` flag is
-restored afterwards, also when the forward raises (:func:`convlens.deconvnet.project.eval_mode`).
+restored afterwards, also when the forward raises (:func:`convlens.loaded.eval_mode`).
 
 >>> import torch, torch.nn as nn
 >>> net = nn.Sequential(nn.Flatten(), nn.Linear(1, 2, bias=False))
@@ -19,8 +19,8 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from convlens.deconvnet.project import eval_mode
 from convlens.errors import ParameterError
+from convlens.loaded import eval_mode
 from convlens.progress import track
 from convlens.scan.data import SafeDataset, collate_safe, item_label
 

@@ -36,6 +36,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from convlens.errors import ParameterError
+from convlens.models.images import MAX_PIXELS, check_max_pixels, decoded
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -71,12 +72,16 @@ IMAGE_EXTENSIONS = (
 )
 
 
-def read_image(path: str | os.PathLike[str], preprocess: Callable[[Any], Tensor]) -> Tensor:
-    """Decode ``path`` with Pillow (fully, so truncated files fail here) and preprocess it."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        image.load()
+def read_image(
+    path: str | os.PathLike[str],
+    preprocess: Callable[[Any], Tensor],
+    *,
+    max_pixels: int | None = MAX_PIXELS,
+) -> Tensor:
+    """Decode ``path`` with Pillow (fully, so truncated files fail here; at most
+    ``max_pixels`` pixels; more than 8 bits per sample scaled faithfully:
+    :func:`convlens.models.images.decoded`) and preprocess it."""
+    with decoded(path, max_pixels=max_pixels) as image:
         return preprocess(image)
 
 
@@ -84,7 +89,8 @@ class ImageFolderDataset(Dataset):
     """The images under ``root`` (recursive), in sorted relative-path order.
 
     Items are ``(input, label)``; ``label`` is the index of the top-level sub-folder in
-    ``classes`` (ImageFolder layout) or -1 when the folder is not laid out that way.
+    ``classes`` (ImageFolder layout) or -1 when the folder is not laid out that way. Images
+    are read by :func:`read_image` (at most ``max_pixels`` pixels each).
     """
 
     def __init__(
@@ -92,7 +98,10 @@ class ImageFolderDataset(Dataset):
         root: str | os.PathLike[str],
         preprocess: Callable[[Any], Tensor],
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        *,
+        max_pixels: int | None = MAX_PIXELS,
     ) -> None:
+        self.max_pixels = check_max_pixels(max_pixels, "max_pixels")
         self.root = Path(root)
         if not self.root.is_dir():
             raise ParameterError("data", "a folder of images", str(root))
@@ -122,7 +131,8 @@ class ImageFolderDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        return read_image(self.root / self.paths[index], self.preprocess), self.labels[index]
+        path = self.root / self.paths[index]
+        return read_image(path, self.preprocess, max_pixels=self.max_pixels), self.labels[index]
 
     def fingerprint(self) -> str:
         """sha256 over the sorted relative paths and file sizes."""
