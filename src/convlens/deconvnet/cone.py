@@ -70,6 +70,7 @@ __all__ = [
     "check_crop",
     "cone_backward",
     "cone_projections",
+    "cone_saves",
     "crop_plan",
     "cropped_projections",
     "embed_windows",
@@ -205,6 +206,21 @@ def chain_plan(chain: Chain, upto: int, input_size: Sequence[int]) -> CropPlan:
         LayerSpec.from_module(m) if is_geometric(m) else None for _, m in chain[: upto + 1]
     )
     return crop_plan(specs, tuple(int(s) for s in input_size))
+
+
+def cone_saves(chain: Chain, plan: CropPlan, c_in: int) -> bool:
+    """Whether the reversed pass on the cone's windows touches fewer samples than at full size
+    (summed over layers, all channels): windows include the padding around a map, so for deep
+    layers on small inputs they can exceed the map.
+
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+    >>> cone_saves(chain_of(net), chain_plan(chain_of(net), 2, (32, 32)), 1)
+    True
+    """
+    channels = _channels(chain, plan.upto, c_in)
+    window = sum(c * math.prod(s) for c, s in zip(channels, plan.in_size))
+    full = sum(c * math.prod(s) for c, s in zip(channels, plan.map_size))
+    return window < full
 
 
 def _unpadded(module: nn.Module) -> nn.Module:

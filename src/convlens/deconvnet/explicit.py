@@ -9,7 +9,11 @@ rule at each ReLU; :func:`relu_backward` has all three.
 
 Every layer has a pure forward, :func:`layer_forward` ``(module, x) -> (y, state)``, and a pure
 backward, :func:`layer_backward` ``(module, signal, state, rule) -> signal``. Both work on
-batches; :func:`expand_state` repeats a state so one forward pass serves T targets per input.
+batches. One forward pass serves T targets per input: a signal of N*T rows (sample-major) runs
+against the states of the N inputs, which are broadcast, never copied T times. The reversed
+pass uses the kernels autograd uses for the gradient (``convolution_backward`` for the
+transposed filtering), and unpools a max pool whose windows never overlap with a switch mask
+(one broadcast product) instead of a scatter.
 
 >>> import torch, torch.nn as nn
 >>> chain = chain_of(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(2)))
@@ -32,15 +36,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from convlens.arithmetic import LayerSpec
 from convlens.errors import ParameterError, ParameterTypeError, UnsupportedModuleError
 
 __all__ = [
     "RULES",
     "SUPPORTED",
     "ConvState",
+    "Forward",
     "PoolState",
     "ReluState",
     "avg_unpool",
+    "backward_bytes",
     "backward_chain",
     "chain_of",
     "check_chain",
@@ -48,10 +55,13 @@ __all__ = [
     "conv_backward",
     "expand_state",
     "forward_chain",
+    "forward_states",
     "layer_backward",
     "layer_forward",
     "max_unpool",
     "relu_backward",
+    "slice_state",
+    "switch_unpool",
 ]
 
 #: The ReLU rules on the way back (Springenberg et al., arXiv:1412.6806, Fig. 1).
@@ -88,10 +98,13 @@ class ReluState:
 
 @dataclass(frozen=True)
 class PoolState:
-    """Max-pool switches: ``indices`` (N, C, *out) flat into the input map of ``input_size``."""
+    """Max-pool switches: ``indices`` (N, C, *out) flat into the input map of ``input_size``;
+    where the pool's windows never overlap, also ``switches``: the same switches as the bool
+    block grid (N, C, *(out*stride)) that :func:`switch_unpool` reads."""
 
     indices: Tensor
     input_size: tuple[int, ...]
+    switches: Tensor | None = None
 
 
 State = Any  # ConvState | ReluState | PoolState | None
@@ -108,7 +121,28 @@ def expand_state(state: State, times: int) -> State:
     if isinstance(state, ReluState):
         return ReluState(state.positive.repeat_interleave(times, 0))
     if isinstance(state, PoolState):
-        return PoolState(state.indices.repeat_interleave(times, 0), state.input_size)
+        sw = state.switches
+        return PoolState(
+            state.indices.repeat_interleave(times, 0),
+            state.input_size,
+            None if sw is None else sw.repeat_interleave(times, 0),
+        )
+    raise ParameterTypeError("state", "a ConvState, ReluState, PoolState or None", state)
+
+
+def slice_state(state: State, rows: slice) -> State:
+    """``state`` for the batch rows ``rows`` only (views, no copies).
+
+    >>> slice_state(ReluState(torch.tensor([[True], [False]])), slice(1, 2)).positive.tolist()
+    [[False]]
+    """
+    if state is None or isinstance(state, ConvState):
+        return state
+    if isinstance(state, ReluState):
+        return ReluState(state.positive[rows])
+    if isinstance(state, PoolState):
+        sw = state.switches
+        return PoolState(state.indices[rows], state.input_size, None if sw is None else sw[rows])
     raise ParameterTypeError("state", "a ConvState, ReluState, PoolState or None", state)
 
 
@@ -143,14 +177,22 @@ def _ints(value: Any, n: int) -> tuple[int, ...]:
     return tuple(value) if isinstance(value, (tuple, list)) else (int(value),) * n
 
 
+def _padding_pairs(conv: Any, n: int) -> list[tuple[int, int]]:
+    if conv.padding == "valid":
+        return [(0, 0)] * n
+    if isinstance(conv.padding, str):  # 'same': the split LayerSpec defines
+        return list(LayerSpec.from_module(conv).padding_pairs())
+    return [(p, p) for p in _ints(conv.padding, n)]
+
+
 def conv_backward(signal: Tensor, conv: Any, input_size: Sequence[int]) -> Tensor:
     """The transposed convolution with ``conv``'s own weights and no bias, back to ``input_size``.
 
-    The full ``conv_transpose`` (no padding) spans the padded input, ``(o-1)*s + d*(k-1) + 1``
-    samples from ``-pad_before``; the result is its window over the real input, zero where
-    the forward conv never reached (the floor in its output size). This is what
-    ``conv_transpose(..., padding, output_padding)`` computes, also for the asymmetric
-    ``padding='same'``, and it is the adjoint (transpose) of the convolution.
+    This is the adjoint (transpose) of the convolution: the input gradient autograd computes,
+    by the same kernel (``aten.convolution_backward``), zero where the forward conv never
+    reached (the floor in its output size). For an asymmetric padding (``padding='same'`` with
+    an even effective kernel) the full ``conv_transpose`` (no padding), which spans the padded
+    input from ``-pad_before``, is cut to the real input.
 
     >>> conv = nn.Conv1d(1, 1, 3, stride=2, bias=False)
     >>> conv_backward(torch.ones(1, 1, 3), conv, (8,)).shape
@@ -159,16 +201,26 @@ def conv_backward(signal: Tensor, conv: Any, input_size: Sequence[int]) -> Tenso
     n = signal.dim() - 2
     weight = conv.weight
     stride, dilation = _ints(conv.stride, n), _ints(conv.dilation, n)
-    kernel = tuple(weight.shape[2:])
-    if conv.padding == "valid":
-        lows = [0] * n
-    elif conv.padding == "same":
-        lows = [d * (k - 1) // 2 for k, d in zip(kernel, dilation)]
-    else:
-        lows = list(_ints(conv.padding, n))
+    pairs = _padding_pairs(conv, n)
+    if all(lo == hi for lo, hi in pairs):
+        shape = (signal.shape[0], weight.shape[1] * conv.groups, *input_size)
+        dummy = signal.new_empty(1).expand(shape)  # only its shape is read
+        return torch.ops.aten.convolution_backward(
+            signal,
+            dummy,
+            weight,
+            None,
+            list(stride),
+            [lo for lo, _ in pairs],
+            list(dilation),
+            False,
+            [0] * n,
+            conv.groups,
+            (True, False, False),
+        )[0]
     out = _CONV_T[n](signal, weight, None, stride, 0, 0, conv.groups, dilation)
     fix: list[int] = []
-    for size, got, lo in zip(*(reversed(list(v)) for v in (input_size, out.shape[2:], lows))):
+    for size, got, (lo, _) in zip(*(reversed(list(v)) for v in (input_size, out.shape[2:], pairs))):
         fix += [-lo, int(size) + lo - int(got)]
     return F.pad(out, fix) if any(fix) else out
 
@@ -186,25 +238,98 @@ def max_unpool(
     """Place each pooled value back at its switch (the argmax in the input), *adding* repeats.
 
     ``indices`` (N, C, *out) are flat indices into the input map, as
-    ``max_pool(..., return_indices=True)`` gives them. Where windows overlap (AlexNet's 3/2),
-    one input sample can be the switch of several windows; its values add up. The windows
-    are split into ``prod(phases)`` classes by output index modulo ``phases`` (from
-    :func:`_windows_per_sample`); windows of one class never overlap, so each class is a
-    collision-free scatter and the classes add in a fixed order: deterministic on every
-    device, unlike ``F.max_unpool`` (which keeps one of the repeats) or an atomic scatter-add.
+    ``max_pool(..., return_indices=True)`` gives them; ``signal`` has N or N*T rows
+    (sample-major: the indices of input ``n`` serve rows ``n*T..n*T+T-1``). Where windows
+    overlap (AlexNet's 3/2), one input sample can be the switch of several windows; its values
+    add up. The windows are split into ``prod(phases)`` classes by output index modulo
+    ``phases`` (from :func:`_windows_per_sample`); windows of one class never overlap, so each
+    class is a collision-free scatter-add and the classes add in a fixed order: deterministic
+    on every device, unlike ``F.max_unpool`` (which keeps one of the repeats) or an atomic
+    scatter-add with collisions.
 
     >>> s = torch.tensor([[[1.0, 2.0]]]); idx = torch.tensor([[[1, 1]]])
     >>> max_unpool(s, idx, (3,), (2,)).tolist()
     [[[0.0, 3.0, 0.0]]]
     """
-    n, c = signal.shape[:2]
+    rows, c = signal.shape[:2]
+    times = _times(rows, indices.shape[0], "indices")
     length = math.prod(int(v) for v in input_size)
-    out = signal.new_zeros((n, c, length))
+    out = signal.new_zeros((rows, c, length))
     for phase in _phase_slices(tuple(signal.shape[2:]), tuple(phases)):
-        src = signal[phase].reshape(n, c, -1)
-        idx = indices[phase].reshape(n, c, -1)
-        out = out + signal.new_zeros((n, c, length)).scatter_(2, idx, src)
-    return out.reshape(n, c, *input_size)
+        src = signal[phase].reshape(rows, c, -1)
+        idx = indices[phase]
+        if times > 1:
+            idx = idx.unsqueeze(1).expand(idx.shape[0], times, *idx.shape[1:])
+        out.scatter_add_(2, idx.reshape(rows, c, -1), src)
+    return out.reshape(rows, c, *input_size)
+
+
+def switch_unpool(
+    signal: Tensor, grid: Tensor, input_size: Sequence[int], padding: Sequence[int]
+) -> Tensor:
+    """Unpooling for a max pool whose windows never overlap (``dilation*(kernel-1) < stride``).
+
+    ``grid`` (N, C, *(out*stride)) bool is the pool's padded input cut into one block of
+    ``stride`` samples per window (window ``o`` covers ``o*stride .. o*stride + stride - 1``,
+    its taps and the gap after them), True at each window's switch; ``padding`` is the pool's
+    padding before the data. Each block takes its window's value where the switch is: one
+    broadcast product (the grid broadcast over the T rows of an input, ``signal`` having N or
+    N*T rows, sample-major), then the block layout is cut back to ``input_size``. Equal to
+    :func:`max_unpool` (no repeats can occur), without a scatter or an index per row.
+
+    >>> s = torch.tensor([[[1.0, 2.0]]]); grid = torch.tensor([[[False, True, True, False]]])
+    >>> switch_unpool(s, grid, (5,), (0,)).tolist()
+    [[[0.0, 1.0, 2.0, 0.0, 0.0]]]
+    """
+    rows, c = signal.shape[:2]
+    out = tuple(signal.shape[2:])
+    n = grid.shape[0]
+    times = _times(rows, n, "switch grid")
+    blocks = tuple(g // o for g, o in zip(grid.shape[2:], out))
+    sig = signal.reshape(n, times, c, *(v for o in out for v in (o, 1)))
+    mask = grid.view(n, 1, c, *(v for o, b in zip(out, blocks) for v in (o, b)))
+    up = (sig * mask).view(rows, c, *grid.shape[2:])
+    fix: list[int] = []
+    for size, got, lo in zip(*(reversed(list(v)) for v in (input_size, grid.shape[2:], padding))):
+        fix += [-int(lo), int(size) + int(lo) - int(got)]
+    return F.pad(up, fix) if any(fix) else up
+
+
+def _switch_grid(
+    indices: Tensor, input_size: Sequence[int], stride: Sequence[int], padding: Sequence[int]
+) -> Tensor:
+    """The bool block grid of :func:`switch_unpool` from max-pool ``indices`` (N, C, *out)."""
+    out = tuple(indices.shape[2:])
+    grid_size = tuple(o * s for o, s in zip(out, stride))
+    flat = indices.flatten(2)
+    rest = flat
+    cell = torch.zeros_like(flat)
+    scale = 1
+    for d in range(len(out) - 1, -1, -1):
+        coord = rest % int(input_size[d]) + int(padding[d])
+        rest = rest // int(input_size[d])
+        cell += coord * scale
+        scale *= grid_size[d]
+    grid = torch.zeros((*indices.shape[:2], scale), dtype=torch.bool, device=indices.device)
+    grid.scatter_(2, cell, True)
+    return grid.view(*indices.shape[:2], *grid_size)
+
+
+def _times(rows: int, state_rows: int, name: str) -> int:
+    """How many signal rows each state row serves (signal rows are sample-major)."""
+    if state_rows == rows:
+        return 1
+    if state_rows == 0 or rows % state_rows:
+        raise ParameterError(
+            "signal", f"a multiple of the {state_rows} rows of the state's {name}", rows
+        )
+    return rows // state_rows
+
+
+def _pool_geometry(pool: Any, n: int) -> tuple[tuple[int, ...], ...]:
+    k = _ints(pool.kernel_size, n)
+    s = _ints(pool.stride if pool.stride is not None else pool.kernel_size, n)
+    return k, s, _ints(pool.padding, n), _ints(pool.dilation, n)
 
 
 @functools.lru_cache(maxsize=512)
@@ -310,7 +435,11 @@ def layer_forward(module: nn.Module, x: Tensor, path: str = "module") -> tuple[T
             ceil_mode=m.ceil_mode,
             return_indices=True,
         )
-        return y, PoolState(idx, tuple(x.shape[2:]))
+        k, st, pad, d = _pool_geometry(m, n)
+        grid = None
+        if all(p == 1 for p in _windows_per_sample(k, st, d)):
+            grid = _switch_grid(idx, tuple(x.shape[2:]), st, pad)
+        return y, PoolState(idx, tuple(x.shape[2:]), grid)
     if isinstance(module, _AVG):
         return _avg_pool(m, x, n), ConvState(tuple(x.shape[2:]))
     if isinstance(module, _BN):
@@ -330,7 +459,8 @@ def layer_backward(
     rule (:func:`relu_backward`). Max pool: unpool through the switches, adding repeats
     (:func:`max_unpool`). Average pool: its transpose (:func:`avg_unpool`). BatchNorm (eval):
     its linear part, ``signal * weight / sqrt(running_var + eps)``. Dropout, Identity: as is.
-    ``state`` must have as many batch rows as ``signal`` (see :func:`expand_state`).
+    ``state`` has the batch rows of the forward pass, N; ``signal`` N or N*T rows
+    (sample-major: rows ``n*T..n*T+T-1`` belong to input ``n``), the state broadcast over them.
 
     >>> conv = nn.Conv2d(1, 1, 3, padding=1)
     >>> y, st = layer_forward(conv, torch.randn(2, 1, 5, 5))
@@ -342,11 +472,19 @@ def layer_backward(
     if isinstance(module, _CONV):
         return conv_backward(signal, module, state.input_size)
     if isinstance(module, nn.ReLU):
-        return relu_backward(signal, state.positive, rule)
+        if rule == "deconvnet":  # the deconvnet rule ignores the forward signs
+            return relu_backward(signal, state.positive, rule)
+        positive = state.positive
+        times = _times(signal.shape[0], positive.shape[0], "ReLU signs")
+        if times == 1:
+            return relu_backward(signal, positive, rule)
+        grouped = signal.view(positive.shape[0], times, *signal.shape[1:])
+        return relu_backward(grouped, positive.unsqueeze(1), rule).view(signal.shape)
     if isinstance(module, _MAX):
-        k = _ints(m.kernel_size, signal.dim() - 2)
-        s = _ints(m.stride, len(k))
-        d = _ints(m.dilation, len(k))
+        n = signal.dim() - 2
+        k, s, p, d = _pool_geometry(m, n)
+        if state.switches is not None:
+            return switch_unpool(signal, state.switches, state.input_size, p)
         return max_unpool(signal, state.indices, state.input_size, _windows_per_sample(k, s, d))
     if isinstance(module, _AVG):
         return avg_unpool(signal, m, state.input_size)
@@ -402,19 +540,72 @@ def check_chain(chain: Sequence[tuple[str, nn.Module]], upto: int) -> None:
         _check_module(module, path)
 
 
+@dataclass(frozen=True)
+class Forward:
+    """One forward pass of a chain: the ``outputs`` kept (layer index -> output), every
+    layer's ``states``, and per layer the per-sample element counts ``sizes[i] = (input,
+    output)`` that the reversed pass's memory estimate (:func:`backward_bytes`) reads."""
+
+    outputs: dict[int, Tensor]
+    states: list[State]
+    sizes: list[tuple[int, int]]
+
+
+def forward_states(
+    chain: Sequence[tuple[str, nn.Module]], x: Tensor, upto: int, keep: Sequence[int] = ()
+) -> Forward:
+    """Run ``chain[: upto + 1]`` on ``x``, keeping the outputs of the layers ``keep`` only.
+
+    >>> fwd = forward_states(chain_of(nn.Sequential(nn.Conv1d(1, 2, 3), nn.ReLU())), torch.ones(1, 1, 5), 1, [1])
+    >>> list(fwd.outputs), fwd.sizes
+    ([1], [(5, 6), (6, 6)])
+    """
+    check_chain(chain, upto)
+    wanted = set(keep)
+    outputs: dict[int, Tensor] = {}
+    states: list[State] = []
+    sizes: list[tuple[int, int]] = []
+    with torch.no_grad():
+        for i, (path, module) in enumerate(chain[: upto + 1]):
+            before = x[0].numel() if x.shape[0] else 0
+            x, state = layer_forward(module, x, path)
+            sizes.append((before, x[0].numel() if x.shape[0] else 0))
+            if i in wanted:
+                outputs[i] = x
+            states.append(state)
+    return Forward(outputs, states, sizes)
+
+
 def forward_chain(
     chain: Sequence[tuple[str, nn.Module]], x: Tensor, upto: int
 ) -> tuple[list[Tensor], list[State]]:
     """Run ``chain[: upto + 1]`` on ``x``; return every layer's output and forward state."""
-    check_chain(chain, upto)
-    outputs: list[Tensor] = []
-    states: list[State] = []
-    with torch.no_grad():
-        for path, module in chain[: upto + 1]:
-            x, state = layer_forward(module, x, path)
-            outputs.append(x)
-            states.append(state)
-    return outputs, states
+    fwd = forward_states(chain, x, upto, range(upto + 1))
+    return [fwd.outputs[i] for i in range(upto + 1)], fwd.states
+
+
+def backward_bytes(
+    chain: Sequence[tuple[str, nn.Module]], forward: Forward, start: int, itemsize: int
+) -> int:
+    """About the working memory of one signal row of :func:`backward_chain` from layer
+    ``start``: per layer its input and output signal (twice, for temporaries), plus the
+    per-row switch indices of a max pool whose windows overlap.
+
+    >>> fwd = forward_states(chain_of(nn.Sequential(nn.Conv1d(1, 2, 3))), torch.ones(1, 1, 5), 0)
+    >>> backward_bytes(chain_of(nn.Sequential(nn.Conv1d(1, 2, 3))), fwd, 0, 4)
+    88
+    """
+    worst = 0
+    for i in range(start + 1):
+        n_in, n_out = forward.sizes[i]
+        need = 2 * itemsize * (n_in + n_out)
+        state = forward.states[i]
+        if isinstance(state, PoolState) and state.switches is None:
+            need += 8 * n_out
+        if isinstance(chain[i][1], _AVG):
+            need += itemsize * n_in  # the probe of avg_unpool
+        worst = max(worst, need)
+    return worst
 
 
 def backward_chain(
@@ -426,24 +617,12 @@ def backward_chain(
 ) -> Tensor:
     """Pass ``signal`` (at the output of ``chain[start]``) down to the chain's input.
 
-    ``states`` come from :func:`forward_chain`; when ``signal`` has ``T`` rows per input
-    sample (sample-major), the states are repeated to match.
+    ``states`` come from :func:`forward_chain` (or :func:`forward_states`); ``signal`` may
+    have ``T`` rows per input sample (sample-major), the states are broadcast over them.
     """
     check_rule(rule)
-    batch = None
-    for state in states:
-        for t in (getattr(state, "positive", None), getattr(state, "indices", None)):
-            if t is not None:
-                batch = t.shape[0]
-    times = 1
-    if batch is not None:
-        if signal.shape[0] % batch:
-            raise ParameterError(
-                "signal", f"a multiple of {batch} rows (the forward batch)", signal.shape[0]
-            )
-        times = signal.shape[0] // batch
     with torch.no_grad():
         for i in range(start, -1, -1):
             path, module = chain[i]
-            signal = layer_backward(module, signal, expand_state(states[i], times), rule, path)
+            signal = layer_backward(module, signal, states[i], rule, path)
     return signal

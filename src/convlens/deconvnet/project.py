@@ -8,11 +8,19 @@ ReLU's backward replaced by the rule (:mod:`convlens.deconvnet.rules`) and works
 ``engine="auto"`` picks explicit where the chain supports the targets, rules otherwise. On
 chains the two give the same projections.
 
+On the explicit engine, a unit target (one position of a map, or its ``"max"``) depends only
+on its receptive field, so its reversed pass can run on the unit's cone
+(:mod:`convlens.deconvnet.cone`): ``method="cone"`` (the forward pass at full size, the
+reversed pass on the cone's windows), ``"crop"`` (both passes on the windows), ``"full"``
+(everything at full size), ``"auto"`` (cone where its windows are smaller than the maps, full
+otherwise). All give the same projections; ``auto`` only picks among methods that share the
+full-size forward pass, so its switches and ReLU signs are those of the full pass.
+
 >>> import torch, torch.nn as nn
 >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2))
 >>> out = project(net, torch.randn(2, 1, 10, 10), [Target("2", 1), Target("0", 3, "map")])
->>> out.projections.shape, out.values.shape, out.positions.shape, out.engine
-(torch.Size([2, 2, 1, 10, 10]), torch.Size([2, 2]), torch.Size([2, 2, 2]), 'explicit')
+>>> out.projections.shape, out.values.shape, out.positions.shape, out.engine, out.methods
+(torch.Size([2, 2, 1, 10, 10]), torch.Size([2, 2]), torch.Size([2, 2, 2]), 'explicit', ('cone', 'full'))
 """
 
 from __future__ import annotations
@@ -26,21 +34,37 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from convlens.deconvnet.cone import (
+    can_crop,
+    chain_plan,
+    cone_backward,
+    cone_saves,
+    cropped_projections,
+    embed_windows,
+)
 from convlens.deconvnet.explicit import (
+    Forward,
+    backward_bytes,
     backward_chain,
     chain_of,
     check_chain,
     check_rule,
-    forward_chain,
+    forward_states,
+    slice_state,
 )
-from convlens.deconvnet.rules import capture_outputs, relu_rule
-from convlens.deconvnet.target import Target, as_targets, select
+from convlens.deconvnet.rules import batched_vjp
+from convlens.deconvnet.target import Target, as_targets, locate, select
 from convlens.errors import ConvLensError, ParameterError, ParameterTypeError
+from convlens.layer_paths import check_layer_path
 
-__all__ = ["ENGINES", "Projection", "eval_mode", "project"]
+__all__ = ["DEFAULT_MEMORY_BUDGET", "ENGINES", "METHODS", "Projection", "eval_mode", "project"]
 
 #: The engines of :func:`project`.
 ENGINES = ("auto", "explicit", "rules")
+#: How :func:`project` computes unit targets (see the module docstring).
+METHODS = ("auto", "crop", "cone", "full")
+#: Working memory, in bytes, that :func:`project` sizes its batches of targets to.
+DEFAULT_MEMORY_BUDGET = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -50,7 +74,8 @@ class Projection:
     ``projections`` (N, T, *input sample shape): each target's signal in input space;
     ``values`` (N, T): the projected activation (for ``"map"`` the sum of the map);
     ``positions`` (N, T, spatial dims): the unit projected (``-1`` for ``"map"``, and to pad
-    targets on layers with fewer spatial dimensions); ``engine``: the engine that ran.
+    targets on layers with fewer spatial dimensions); ``engine``: the engine that ran;
+    ``methods``: per target, how it ran (``"crop"``, ``"cone"`` or ``"full"``).
     """
 
     projections: Tensor
@@ -59,6 +84,25 @@ class Projection:
     targets: tuple[Target, ...]
     rule: str
     engine: str
+    methods: tuple[str, ...] = ()
+
+    @property
+    def method(self) -> str:
+        """The method that ran, ``"+"``-joined where targets ran differently."""
+        return "+".join(dict.fromkeys(self.methods)) or "full"
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the projections as a grid, with target and value captions."""
+        from convlens.deconvnet.display import to_image
+        from convlens.notebook import projection_html
+
+        return projection_html(self, to_image)
+
+    def _repr_png_(self) -> bytes | None:
+        from convlens.deconvnet.display import to_image
+        from convlens.notebook import projection_png
+
+        return projection_png(self, to_image)
 
 
 @contextlib.contextmanager
@@ -99,12 +143,17 @@ def _layer_index(chain: Sequence[tuple[str, nn.Module]], layer: str) -> int | No
 
 
 def _check_layers(model: nn.Module, targets: Sequence[Target]) -> None:
-    names = [n for n, _ in model.named_modules() if n]
+    names = [n for n, _ in model.named_modules()]
     for target in targets:
-        if target.layer not in names:
-            raise ParameterError(
-                "layer", "a module path of the model, one of: " + ", ".join(names), target.layer
-            )
+        check_layer_path(target.layer, names)
+
+
+def _check_budget(memory_budget: Any) -> int:
+    if isinstance(memory_budget, bool) or not isinstance(memory_budget, int):
+        raise ParameterTypeError("memory_budget", "a number of bytes (int)", memory_budget)
+    if memory_budget < 1:
+        raise ParameterError("memory_budget", "a positive number of bytes", memory_budget)
+    return memory_budget
 
 
 def _explicit_chain(model: Any, targets: Sequence[Target]) -> list[tuple[str, nn.Module]]:
@@ -152,49 +201,218 @@ def _assemble(
     return projections, values, positions
 
 
+# ---------------------------------------------------------------------------- explicit engine
+def _unit_method(
+    method: str, chain: list[tuple[str, nn.Module]], i: int, inputs: Tensor, layer: str
+) -> str:
+    """The method for the unit targets of layer ``chain[i]``."""
+    croppable = can_crop(chain, i)
+    if method in ("crop", "cone") and not croppable:
+        raise ParameterError(
+            "method",
+            f"'full' or 'auto' for layer {layer!r} ('crop' and 'cone' need conv (zero "
+            "padding), max-pool and pointwise layers up to it)",
+            method,
+        )
+    if method != "auto":
+        return method
+    if not croppable:
+        return "full"
+    try:
+        plan = chain_plan(chain, i, tuple(inputs.shape[2:]))
+    except ConvLensError:  # a geometry too small for these inputs: the full pass says why
+        return "full"
+    return "cone" if cone_saves(chain, plan, int(inputs.shape[1])) else "full"
+
+
+class _Out:
+    """The result tensors of :func:`project`, filled group by group."""
+
+    def __init__(self, inputs: Tensor, t_count: int) -> None:
+        n = inputs.shape[0]
+        self.sample = tuple(inputs.shape[1:])
+        self.projections = inputs.new_zeros((n, t_count, *self.sample))
+        self.values = inputs.new_zeros((n, t_count))
+        self.positions = torch.full((n, t_count, inputs.dim() - 2), -1, dtype=torch.long)
+        self.methods = ["full"] * t_count
+
+
 def _run_explicit(
-    chain: list[tuple[str, nn.Module]], inputs: Tensor, targets: Sequence[Target], rule: str
-) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+    chain: list[tuple[str, nn.Module]],
+    inputs: Tensor,
+    targets: Sequence[Target],
+    rule: str,
+    method: str,
+    memory_budget: int,
+) -> _Out:
     groups = _groups(targets)
     index = {layer: _layer_index(chain, layer) for layer in groups}
-    deepest = max(i for i in index.values() if i is not None)
-    outputs, states = forward_chain(chain, inputs, deepest)
-    parts = {}
+    plan: dict[str, tuple[list[int], list[int], str]] = {}
     for layer, members in groups.items():
         i = index[layer]
         assert i is not None  # checked by _explicit_chain
-        signal, values, positions = select(outputs[i], [targets[t] for t in members])
-        parts[layer] = (backward_chain(chain, signal, states, i, rule), values, positions)
-    return parts
-
-
-def _run_rules(
-    model: nn.Module, inputs: Tensor, targets: Sequence[Target], rule: str
-) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
-    groups = _groups(targets)
-    x = inputs.detach().clone().requires_grad_(True)
-    with torch.enable_grad(), capture_outputs(model, list(groups)) as seen, relu_rule(rule):
-        model(x)
-    missing = [layer for layer in groups if layer not in seen]
-    if missing:
-        raise ParameterError("layer", "a module that the model's forward calls", missing[0])
-    n = inputs.shape[0]
-    parts = {}
-    layers = list(groups)  # the recorded graph carries the rules; backward needs no mode
-    for k, layer in enumerate(layers):
-        members = groups[layer]
-        activation = seen[layer]
-        signal, values, positions = select(activation.detach(), [targets[t] for t in members])
-        signal = signal.reshape(n, len(members), *activation.shape[1:])
-        grads = []
-        for m in range(len(members)):
-            last = k == len(layers) - 1 and m == len(members) - 1
-            (grad,) = torch.autograd.grad(
-                activation, x, signal[:, m], retain_graph=not last, allow_unused=True
+        units = [t for t in members if targets[t].position != "map"]
+        maps = [t for t in members if targets[t].position == "map"]
+        if maps and method in ("crop", "cone"):
+            raise ParameterError(
+                "method",
+                "'full' or 'auto' for whole-map targets (position 'map'); 'crop' and 'cone' "
+                "project single units",
+                method,
             )
-            grads.append(torch.zeros_like(x) if grad is None else grad)
-        parts[layer] = (torch.stack(grads, 1).detach(), values.detach(), positions)
-    return parts
+        how = _unit_method(method, chain, i, inputs, layer) if units else "full"
+        plan[layer] = (units, maps, how)
+    # the forward pass at full size serves every layer but those cropped at given positions
+    needs = [
+        layer
+        for layer, (units, maps, how) in plan.items()
+        if maps or how != "crop" or any(targets[t].position == "max" for t in units)
+    ]
+    fwd = None
+    if needs:
+        deepest = max(int(index[layer] or 0) for layer in needs)
+        fwd = forward_states(chain, inputs, deepest, [int(index[layer] or 0) for layer in needs])
+    out = _Out(inputs, len(targets))
+    for layer, (units, maps, how) in plan.items():
+        i = int(index[layer] or 0)
+        full = maps + (units if how == "full" else [])
+        if full:
+            assert fwd is not None
+            _full_size(chain, fwd, i, sorted(full), targets, rule, memory_budget, out)
+        if units and how != "full":
+            _on_windows(chain, fwd, i, layer, units, targets, inputs, rule, how, memory_budget, out)
+    return out
+
+
+def _full_size(
+    chain: list[tuple[str, nn.Module]],
+    fwd: Forward,
+    i: int,
+    members: list[int],
+    targets: Sequence[Target],
+    rule: str,
+    memory_budget: int,
+    out: _Out,
+) -> None:
+    """The full-size reversed pass of ``members`` (target indices) from layer ``i``, in
+    batches of inputs x targets sized to ``memory_budget``."""
+    activation = fwd.outputs[i]
+    n = activation.shape[0]
+    per_row = backward_bytes(chain, fwd, i, activation.element_size())
+    if per_row > memory_budget:
+        raise ParameterError(
+            "memory_budget",
+            f"at least {per_row} bytes: the full-size reversed pass of one target of one "
+            f"input from layer {targets[members[0]].layer!r} needs about that much",
+            memory_budget,
+            hint="raise memory_budget (bytes)",
+        )
+    rows = memory_budget // per_row
+    block_n = min(n, rows)
+    block_t = max(1, min(len(members), rows // block_n))
+    for a in range(0, n, block_n):
+        b = min(n, a + block_n)
+        states = [slice_state(state, slice(a, b)) for state in fwd.states[: i + 1]]
+        for c in range(0, len(members), block_t):
+            chunk = members[c : c + block_t]
+            signal, values, positions = select(activation[a:b], [targets[t] for t in chunk])
+            back = backward_chain(chain, signal, states, i, rule)
+            index = torch.tensor(chunk)
+            out.projections[a:b, index] = back.reshape(b - a, len(chunk), *out.sample)
+            out.values[a:b, index] = values
+            out.positions[a:b, index, : positions.shape[-1]] = positions
+
+
+def _on_windows(
+    chain: list[tuple[str, nn.Module]],
+    fwd: Forward | None,
+    i: int,
+    layer: str,
+    members: list[int],
+    targets: Sequence[Target],
+    inputs: Tensor,
+    rule: str,
+    how: str,
+    memory_budget: int,
+    out: _Out,
+) -> None:
+    """Unit targets ``members`` of layer ``i`` on their cones (``how``: crop or cone), put
+    into the full-size result (zero outside each receptive field)."""
+    n = inputs.shape[0]
+    ndim = inputs.dim() - 2
+    chosen = [targets[t] for t in members]
+    if fwd is not None and i in fwd.outputs:
+        _, positions, _ = locate(fwd.outputs[i], chosen)
+    else:  # crop at given positions: no full-size forward pass at all
+        given = [tuple(t.position) for t in chosen]
+        for pos in given:
+            if len(pos) != ndim:
+                raise ParameterError(
+                    "position", f"{ndim} indices into the map of layer {layer!r}", pos
+                )
+        positions = torch.tensor(given, dtype=torch.long).view(1, len(chosen), ndim)
+        positions = positions.expand(n, len(chosen), ndim)
+    jobs = [
+        (r, chosen[k].channel, tuple(int(v) for v in positions[r, k]))
+        for r in range(n)
+        for k in range(len(chosen))
+    ]
+    spatial = tuple(int(v) for v in inputs.shape[2:])
+    if how == "crop":
+        res = cropped_projections(
+            chain, inputs, layer, jobs, rule=rule, memory_budget=memory_budget
+        )
+    else:
+        assert fwd is not None
+        res = cone_backward(
+            chain,
+            fwd.states,
+            fwd.outputs[i],
+            layer,
+            jobs,
+            spatial,
+            rule=rule,
+            memory_budget=memory_budget,
+            c_in=int(inputs.shape[1]),
+        )
+    t_count = out.projections.shape[1]
+    rows = torch.tensor([r * t_count + members[k] for r in range(n) for k in range(len(members))])
+    canvas = out.projections.view(n * t_count, *out.sample)
+    embed_windows(canvas, res.projections.to(canvas.dtype), res.boxes[:, :, 0], rows)
+    index = torch.tensor(members)
+    out.values[:, index] = res.values.view(n, len(members)).to(out.values.dtype)
+    out.positions[:, index] = positions
+    for t in members:
+        out.methods[t] = how
+
+
+# ---------------------------------------------------------------------------- rules engine
+def _run_rules(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Sequence[Target],
+    rule: str,
+    memory_budget: int,
+) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
+    """All targets of a layer backpropagated in one batched pass
+    (:func:`~convlens.deconvnet.rules.batched_vjp`) through one recorded forward pass."""
+    groups = _groups(targets)
+    layers = list(groups)
+    n = inputs.shape[0]
+    parts: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def signal_of(layer: str, activation: Tensor) -> Tensor:
+        members = groups[layer]
+        signal, values, positions = select(activation, [targets[t] for t in members])
+        parts[layer] = (values, positions)
+        # (T, N, ...): one cotangent per target, each a batch of the N inputs
+        return signal.reshape(n, len(members), *activation.shape[1:]).transpose(0, 1)
+
+    grads = batched_vjp(model, inputs, layers, rule, signal_of, memory_budget)
+    return {
+        layer: (grads[layer].transpose(0, 1), *parts[layer])  # (N, T, ...)
+        for layer in layers
+    }
 
 
 def project(
@@ -204,6 +422,8 @@ def project(
     *,
     rule: str = "deconvnet",
     engine: str = "auto",
+    method: str = "auto",
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> Projection:
     """Project each target's activation of each input back to input space.
 
@@ -213,10 +433,15 @@ def project(
     Fergus, arXiv:1311.2901), ``"guided"`` (guided backprop, Springenberg et al.,
     arXiv:1412.6806) or ``"gradient"``. ``engine``: ``"explicit"``, ``"rules"`` or ``"auto"``
     (explicit where the model is a chain of supported layers up to every target).
+    ``method`` (explicit engine, unit targets): ``"cone"``, ``"crop"``, ``"full"`` or
+    ``"auto"`` (see the module docstring); the rules engine runs ``"full"`` only. The result's
+    ``methods`` say which ran. ``memory_budget``: bytes of working memory the batches of
+    targets are sized to (the result itself, N x T inputs, comes on top).
 
-    One forward pass serves all targets of an input batch: the explicit engine repeats its
-    switches and ReLU signs to N*T rows; the rules engine backpropagates each target through
-    the same recorded graph. The model runs in eval mode; its own flags are restored after.
+    One forward pass serves all targets of an input batch: the explicit engine broadcasts its
+    switches and ReLU signs over the targets; the rules engine backpropagates all targets of a
+    layer in one batched pass through the same recorded graph. The model runs in eval mode;
+    its own flags are restored after.
 
     >>> net = nn.Sequential(nn.Conv1d(1, 2, 3), nn.ReLU())
     >>> project(net, torch.randn(1, 1, 8), Target("1", 0), engine="rules").projections.shape
@@ -226,6 +451,9 @@ def project(
     rule = check_rule(rule)
     if engine not in ENGINES:
         raise ParameterError("engine", f"one of {', '.join(ENGINES)}", engine)
+    if method not in METHODS:
+        raise ParameterError("method", f"one of {', '.join(METHODS)}", method)
+    memory_budget = _check_budget(memory_budget)
     inputs = _check_inputs(inputs)
     chain = None
     if engine in ("explicit", "auto"):
@@ -248,14 +476,36 @@ def project(
                 hint="use engine='explicit' with an eager chain model",
             )
         _check_layers(model, target_list)
-    used = "explicit" if chain is not None else "rules"
+        if method in ("crop", "cone"):
+            raise ParameterError(
+                "method",
+                "'full' or 'auto' with the rules engine ('crop' and 'cone' need the explicit "
+                "engine: a chain of conv, max-pool and pointwise layers)",
+                method,
+            )
     owner = model if isinstance(model, nn.Module) else nn.ModuleList(model)
     with eval_mode(owner):
         if chain is not None:
-            parts = _run_explicit(chain, inputs, target_list, rule)
-        else:
-            parts = _run_rules(model, inputs, target_list, rule)
+            out = _run_explicit(chain, inputs, target_list, rule, method, memory_budget)
+            return Projection(
+                out.projections,
+                out.values,
+                out.positions,
+                tuple(target_list),
+                rule,
+                "explicit",
+                tuple(out.methods),
+            )
+        parts = _run_rules(model, inputs, target_list, rule, memory_budget)
     projections, values, positions = _assemble(
         inputs.shape[0], tuple(inputs.shape[1:]), target_list, parts, inputs
     )
-    return Projection(projections, values, positions, tuple(target_list), rule, used)
+    return Projection(
+        projections,
+        values,
+        positions,
+        tuple(target_list),
+        rule,
+        "rules",
+        ("full",) * len(target_list),
+    )

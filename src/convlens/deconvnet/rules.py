@@ -37,21 +37,28 @@ from torch.overrides import TorchFunctionMode
 from convlens.deconvnet.explicit import check_rule, relu_backward
 from convlens.errors import ParameterError
 
-__all__ = ["ReluRuleMode", "RuleReLU", "capture_outputs", "relu_rule"]
+__all__ = ["ReluRuleMode", "RuleReLU", "batched_vjp", "capture_outputs", "relu_rule"]
 
 
 class RuleReLU(torch.autograd.Function):
     """``relu(x)`` forwards; on the way back the rule given to :meth:`apply` (x, rule).
 
-    Saves only the sign of ``x``, so ``x`` may be overwritten afterwards (inplace ReLU).
+    Saves only the sign of ``x`` (read off the output, ``relu(x) > 0`` exactly where
+    ``x > 0``), so ``x`` may be overwritten afterwards (inplace ReLU). Written for
+    ``torch.func`` too (``setup_context``, a generated vmap rule), so that the backward of
+    many targets runs as one vmapped pass (:func:`batched_vjp`).
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx: Any, x: Tensor, rule: str) -> Tensor:
-        positive = x > 0
-        ctx.save_for_backward(positive)
-        ctx.rule = rule
-        return x * positive
+    def forward(x: Tensor, rule: str) -> Tensor:
+        return x * (x > 0)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+        ctx.save_for_backward(output > 0)
+        ctx.rule = inputs[1]
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
@@ -142,3 +149,119 @@ def capture_outputs(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[st
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _loop_vjp(
+    model: nn.Module,
+    inputs: Tensor,
+    layers: Sequence[str],
+    rule: str,
+    cotangents_of: Callable[[str, Tensor], Tensor],
+) -> dict[str, Tensor]:
+    """:func:`batched_vjp` by plain autograd, one ``autograd.grad`` per target."""
+    x = inputs.detach().clone().requires_grad_(True)
+    with torch.enable_grad(), capture_outputs(model, layers) as seen, relu_rule(rule):
+        model(x)
+    _check_seen(layers, seen)
+    grads = {}
+    for k, layer in enumerate(layers):
+        activation = seen[layer]
+        cotangents = cotangents_of(layer, activation.detach())
+        rows = []
+        for m in range(cotangents.shape[0]):
+            last = k == len(layers) - 1 and m == cotangents.shape[0] - 1
+            (grad,) = torch.autograd.grad(
+                activation, x, cotangents[m], retain_graph=not last, allow_unused=True
+            )
+            rows.append(torch.zeros_like(x) if grad is None else grad)
+        grads[layer] = torch.stack(rows).detach()
+    return grads
+
+
+#: Words of the errors by which torch.func refuses a model (then autograd runs per target).
+_FUNC_ERRORS = ("functorch", "torch.func", "vmap", "setup_context", "batching rule", "Batched")
+
+
+def _unsupported_by_func(exc: RuntimeError) -> bool:
+    return any(word in str(exc) for word in _FUNC_ERRORS)
+
+
+def _check_seen(layers: Sequence[str], seen: dict[str, Tensor]) -> None:
+    missing = [layer for layer in layers if layer not in seen]
+    if missing:
+        raise ParameterError("layer", "a module that the model's forward calls", missing[0])
+
+
+def batched_vjp(
+    model: nn.Module,
+    inputs: Tensor,
+    layers: Sequence[str],
+    rule: str,
+    cotangents_of: Callable[[str, Tensor], Tensor],
+    memory_budget: int = 1 << 30,
+) -> dict[str, Tensor]:
+    """Backpropagate many signals from each layer of ``layers`` to ``inputs`` under ``rule``:
+    one forward pass, then per layer one vmapped backward pass over all its signals.
+
+    ``cotangents_of(layer, activation)`` gives the signals (T, *activation.shape) for the
+    layer's output; the result maps each layer to (T, *inputs.shape). The forward runs under
+    ``torch.func.vjp`` with every ReLU routed to :class:`RuleReLU`; the T backward passes run as
+    one, ``torch.func.vmap`` over the vector-Jacobian product, in chunks of targets sized to
+    ``memory_budget`` bytes (about four times the largest module output per target). Where
+    ``torch.func`` cannot run the model (a custom ``autograd.Function`` without
+    ``setup_context``, an op vmap refuses), the same products are computed one
+    ``autograd.grad`` per target.
+
+    >>> net = nn.Sequential(nn.Conv1d(1, 2, 3), nn.ReLU())
+    >>> def ones(layer, act):
+    ...     return torch.ones(3, *act.shape)
+    >>> batched_vjp(net, torch.randn(1, 1, 6), ["1"], "deconvnet", ones)["1"].shape
+    torch.Size([3, 1, 1, 6])
+    """
+    check_rule(rule)
+    largest = [int(inputs[0].numel()) if inputs.shape[0] else 0]
+
+    def record(_m: nn.Module, _args: Any, output: Any) -> None:
+        if isinstance(output, Tensor) and output.dim() > 0 and output.shape[0]:
+            largest[0] = max(largest[0], int(output[0].numel()))
+
+    def forward(x: Tensor) -> tuple[Tensor, ...]:
+        with capture_outputs(model, layers) as seen, relu_rule(rule):
+            model(x)
+        _check_seen(layers, seen)
+        return tuple(seen[layer] for layer in layers)
+
+    handles = [m.register_forward_hook(record) for m in model.modules()]
+    try:
+        with torch.no_grad():  # nothing but the input is differentiated
+            outputs, vjp_fn = torch.func.vjp(forward, inputs.detach())[:2]
+    except RuntimeError as exc:
+        if not _unsupported_by_func(exc):
+            raise
+        return _loop_vjp(model, inputs, layers, rule, cotangents_of)
+    finally:
+        for handle in handles:
+            handle.remove()
+    per_target = 4 * inputs.element_size() * largest[0] * max(inputs.shape[0], 1)
+    if per_target > memory_budget:
+        raise ParameterError(
+            "memory_budget",
+            f"at least {per_target} bytes: the reversed pass of one target needs about that much",
+            memory_budget,
+            hint="raise memory_budget (bytes)",
+        )
+    grads = {}
+    for k, layer in enumerate(layers):
+        cotangents = cotangents_of(layer, outputs[k].detach())
+        chunk = max(1, min(cotangents.shape[0], memory_budget // per_target))
+        rest = tuple(torch.zeros_like(o) for o in outputs)
+        args = tuple(cotangents if j == k else rest[j] for j in range(len(layers)))
+        dims = tuple(0 if j == k else None for j in range(len(layers)))
+        try:
+            (grad,) = torch.func.vmap(lambda *c: vjp_fn(c), in_dims=dims, chunk_size=chunk)(*args)
+        except RuntimeError as exc:
+            if not _unsupported_by_func(exc):
+                raise
+            return _loop_vjp(model, inputs, layers, rule, cotangents_of)
+        grads[layer] = grad.detach()
+    return grads

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from convlens.errors import ParameterError, ParameterTypeError
 
-__all__ = ["POSITIONS", "Position", "Target", "as_targets", "select"]
+__all__ = ["POSITIONS", "Position", "Target", "as_targets", "locate", "select"]
 
 #: The named positions: the strongest unit of the map, or the whole map.
 POSITIONS = ("max", "map")
@@ -77,28 +77,25 @@ def as_targets(targets: Any) -> list[Target]:
     raise ParameterError("targets", "a Target or a non-empty sequence of Targets", targets)
 
 
-def select(activation: Tensor, targets: Sequence[Target]) -> tuple[Tensor, Tensor, Tensor]:
-    """The backward signals of ``targets`` on one layer output ``activation`` (N, C, *spatial).
+def locate(
+    activation: Tensor, targets: Sequence[Target]
+) -> tuple[Tensor, Tensor, list[tuple[int, Tensor]]]:
+    """The units of ``targets`` on one layer output ``activation`` (N, C, *spatial), without
+    building the signal: ``values`` (N, T) and ``positions`` (N, T, spatial dims) as
+    :func:`select` returns them, and per target ``(channel, index)`` with ``index`` (N,
+    spatial dims) the unit of each input (empty for ``"map"``).
 
-    Returns ``signal`` (N*T, C, *spatial), rows ordered sample-major (row ``n*T + t``), where
-    the chosen activation keeps its value and all others are zero; ``values`` (N, T): the
-    chosen activation (for ``"map"`` the sum of the map); ``positions`` (N, T, spatial dims):
-    the index of the chosen unit (``-1`` for ``"map"``). Ties under ``"max"`` go to the first
-    unit in C order, as :func:`torch.argmax` picks them.
-
-    >>> import torch
-    >>> signal, values, _ = select(torch.ones(2, 3, 4), [Target("x", 2, "map"), Target("x", 0, (1,))])
-    >>> signal.shape, values.tolist()
-    (torch.Size([4, 3, 4]), [[4.0, 1.0], [4.0, 1.0]])
+    >>> values, positions, _ = locate(torch.tensor([[[1.0, 5.0, 2.0]]]), [Target("x", 0)])
+    >>> values.tolist(), positions.tolist()
+    ([[5.0]], [[[1]]])
     """
     if activation.dim() < 2:
         raise ParameterError("layer output", "a tensor (N, C, *spatial)", tuple(activation.shape))
     n, c = activation.shape[:2]
     spatial = tuple(activation.shape[2:])
-    t_count = len(targets)
-    signal = activation.new_zeros((n, t_count, *activation.shape[1:]))
-    values = activation.new_zeros((n, t_count))
-    positions = torch.full((n, t_count, len(spatial)), -1, dtype=torch.long)
+    values = activation.new_zeros((n, len(targets)))
+    positions = torch.full((n, len(targets), len(spatial)), -1, dtype=torch.long)
+    units: list[tuple[int, Tensor]] = []
     for t, target in enumerate(targets):
         if target.channel >= c:
             raise ParameterError(
@@ -108,8 +105,8 @@ def select(activation: Tensor, targets: Sequence[Target]) -> tuple[Tensor, Tenso
             )
         fmap = activation[:, target.channel]  # (N, *spatial)
         if target.position == "map":
-            signal[:, t, target.channel] = fmap
             values[:, t] = fmap.reshape(n, -1).sum(1)
+            units.append((target.channel, torch.zeros((0, len(spatial)), dtype=torch.long)))
             continue
         if target.position == "max":
             flat = fmap.reshape(n, -1).argmax(1)
@@ -127,10 +124,37 @@ def select(activation: Tensor, targets: Sequence[Target]) -> tuple[Tensor, Tenso
                     pos,
                 )
             idx = torch.tensor(pos, dtype=torch.long).expand(n, len(spatial))
-        rows = torch.arange(n)
-        index = (rows, *idx.to(activation.device).unbind(1))
-        chosen = fmap[index]
-        signal[:, t, target.channel][index] = chosen
-        values[:, t] = chosen
+        idx = idx.to(activation.device)
+        key: tuple[Tensor, ...] = (torch.arange(n, device=activation.device), *idx.unbind(1))
+        values[:, t] = fmap[key]
         positions[:, t] = idx.cpu()
+        units.append((target.channel, idx))
+    return values, positions, units
+
+
+def select(activation: Tensor, targets: Sequence[Target]) -> tuple[Tensor, Tensor, Tensor]:
+    """The backward signals of ``targets`` on one layer output ``activation`` (N, C, *spatial).
+
+    Returns ``signal`` (N*T, C, *spatial), rows ordered sample-major (row ``n*T + t``), where
+    the chosen activation keeps its value and all others are zero; ``values`` (N, T): the
+    chosen activation (for ``"map"`` the sum of the map); ``positions`` (N, T, spatial dims):
+    the index of the chosen unit (``-1`` for ``"map"``). Ties under ``"max"`` go to the first
+    unit in C order, as :func:`torch.argmax` picks them.
+
+    >>> import torch
+    >>> signal, values, _ = select(torch.ones(2, 3, 4), [Target("x", 2, "map"), Target("x", 0, (1,))])
+    >>> signal.shape, values.tolist()
+    (torch.Size([4, 3, 4]), [[4.0, 1.0], [4.0, 1.0]])
+    """
+    values, positions, units = locate(activation, targets)
+    n = activation.shape[0]
+    t_count = len(targets)
+    signal = activation.new_zeros((n, t_count, *activation.shape[1:]))
+    rows = torch.arange(n, device=activation.device)
+    for t, (target, (channel, idx)) in enumerate(zip(targets, units)):
+        if target.position == "map":
+            signal[:, t, channel] = activation[:, channel]
+            continue
+        index = (rows, *idx.unbind(1))
+        signal[:, t, channel][index] = values[:, t]
     return signal.reshape(n * t_count, *activation.shape[1:]), values, positions

@@ -1,0 +1,156 @@
+"""The rules engine backpropagates all targets of a layer in one vmapped pass; equal to one
+``autograd.grad`` per target (the engine's former path, kept as the fallback) and to a
+reference written here with plain autograd and a hand-written ReLU rule."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+import torchvision
+
+from convlens.deconvnet import RULES, Target, project
+from convlens.deconvnet.rules import batched_vjp
+from convlens.errors import ParameterError
+
+D = torch.float64
+RULES_MODULE = sys.modules["convlens.deconvnet.rules"]
+PROJECT = sys.modules["convlens.deconvnet.project"]
+
+
+def small_resnet() -> nn.Module:
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10)
+    gen = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+    return model.double().eval()
+
+
+TARGETS = [
+    Target("layer3", 5),
+    Target("layer3", 9, (1, 0)),
+    Target("layer3", 2, "map"),
+    Target("layer2.0.bn2", 7, (2, 3)),
+    Target("layer1.1.relu", 3),
+    Target("fc", 4),
+]
+
+
+def per_target(monkeypatch, model, x, targets, rule):
+    """``project`` with the rules engine running one ``autograd.grad`` per target."""
+    calls = []
+
+    def loop(model, inputs, layers, rule, cotangents_of, memory_budget=0):
+        calls.append(1)
+        return RULES_MODULE._loop_vjp(model, inputs, layers, rule, cotangents_of)
+
+    with monkeypatch.context() as m:
+        m.setattr(PROJECT, "batched_vjp", loop)
+        out = project(model, x, targets, rule=rule, engine="rules")
+    assert calls
+    return out
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_batched_equals_one_autograd_grad_per_target(monkeypatch, rule):
+    model = small_resnet()
+    x = torch.randn(2, 3, 32, 32, dtype=D)
+    used = []
+    real = RULES_MODULE._loop_vjp
+    monkeypatch.setattr(RULES_MODULE, "_loop_vjp", lambda *a: used.append(1) or real(*a))
+    got = project(model, x, TARGETS, rule=rule)
+    assert not used  # the batched path ran, no fallback
+    assert got.engine == "rules"
+    monkeypatch.undo()
+    ref = per_target(monkeypatch, model, x, TARGETS, rule)
+    torch.testing.assert_close(got.projections, ref.projections, rtol=1e-10, atol=1e-13)
+    assert torch.equal(got.positions, ref.positions)
+    torch.testing.assert_close(got.values, ref.values, rtol=0, atol=0)
+
+
+def test_batches_sized_to_the_budget_equal_one_batch(monkeypatch):
+    model = small_resnet()
+    x = torch.randn(2, 3, 32, 32, dtype=D)
+    targets = [Target("layer2", c) for c in range(6)]
+    sizes = []
+    real_vmap = torch.func.vmap
+
+    def spy(fn, in_dims=0, chunk_size=None, **kw):
+        sizes.append(chunk_size)
+        return real_vmap(fn, in_dims=in_dims, chunk_size=chunk_size, **kw)
+
+    monkeypatch.setattr(torch.func, "vmap", spy)
+    one = project(model, x, targets, engine="rules")
+    # largest module output per sample: the stem conv, 64 x 16 x 16; four copies, 8 bytes
+    per_target = 4 * 8 * 64 * 16 * 16 * 2
+    two = project(model, x, targets, engine="rules", memory_budget=2 * per_target + 1)
+    assert sizes == [6, 2]
+    torch.testing.assert_close(two.projections, one.projections, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ParameterError, match=f"memory_budget: expected at least {per_target}"):
+        project(model, x, targets, engine="rules", memory_budget=per_target - 1)
+
+
+class _Twice(torch.autograd.Function):
+    """An old-style custom Function (no setup_context): torch.func refuses it."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * 2
+
+
+class _Custom(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 3)
+        self.act = nn.ReLU()
+        self.out = nn.Conv2d(3, 2, 3)
+
+    def forward(self, x):
+        return self.out(self.act(_Twice.apply(self.conv(x))) + 0.0)
+
+
+def test_models_that_torch_func_refuses_run_per_target():
+    torch.manual_seed(2)
+    model = _Custom().double()
+    x = torch.randn(2, 1, 9, 9, dtype=D)
+    got = project(model, x, [Target("out", 1), Target("out", 0, (2, 2))], rule="guided")
+    # reference: the same model, the guided rule written out at the ReLU by hand
+    xr = x.clone().requires_grad_(True)
+    pre = _Twice.apply(model.conv(xr))
+    mask = (pre > 0).to(D)
+
+    class Guided(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, v):
+            return v.clamp(min=0)
+
+        @staticmethod
+        def backward(ctx, g):
+            return g.clamp(min=0) * mask
+
+    out = model.out(Guided.apply(pre))
+    for t, channel in enumerate([1, 0]):
+        signal = torch.zeros_like(out)
+        for n in range(2):
+            unit = (n, channel, *got.positions[n, t].tolist())
+            signal[unit] = out[unit].detach()
+        (grad,) = torch.autograd.grad(out, xr, signal, retain_graph=True)
+        torch.testing.assert_close(got.projections[:, t], grad, rtol=1e-12, atol=1e-14)
+
+
+def test_batched_vjp_errors_of_the_model_are_not_swallowed():
+    class Broken(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("boom inside the model")
+
+    with pytest.raises(RuntimeError, match="boom inside the model"):
+        batched_vjp(Broken(), torch.ones(1, 1, 2), [""], "deconvnet", lambda layer, a: a[None])
