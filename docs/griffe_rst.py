@@ -20,7 +20,7 @@ from typing import Any
 import griffe
 
 _ROLE = re.compile(r":(?:py:)?(?:func|class|meth|mod|attr|data|obj|exc|const|ref|term):`([^`]+)`")
-_LITERAL = re.compile(r"``(.+?)``")
+_LITERAL = re.compile(r"``((?:(?!\n\s*\n).)+?)``", re.S)  # may wrap, not across paragraphs
 _FENCE = re.compile(r"^\s*(```|~~~)")
 
 
@@ -42,31 +42,34 @@ def _inline(line: str) -> str:
 def to_markdown(docstring: str) -> str:
     """The Markdown form of one (dedented) docstring; idempotent.
 
-    >>> print(to_markdown("Use :func:`~convlens.matrix.conv_matrix` on ``x``.\\n\\n>>> 1 + 1\\n2"))
-    Use `conv_matrix` on `x`.
-    <BLANKLINE>
-    ```pycon
-    >>> 1 + 1
-    2
-    ```
+    >>> to_markdown("Use :func:`~convlens.matrix.conv_matrix` on ``x``.")
+    'Use `conv_matrix` on `x`.'
+    >>> to_markdown("Example:\\n\\n>>> 1 + 1\\n2").splitlines()[2:]
+    ['```pycon', '>>> 1 + 1', '2', '```']
     """
     out: list[str] = []
+    prose: list[str] = []  # plain lines since the last fence or example: inline markup may wrap
+
+    def flush() -> None:
+        if prose:
+            out.extend(_inline("\n".join(prose)).split("\n"))
+            prose.clear()
+
     lines = docstring.splitlines()
     i = 0
     in_fence = False
     while i < len(lines):
         line = lines[i]
-        if _FENCE.match(line):
-            in_fence = not in_fence
-            out.append(line)
-            i += 1
-            continue
-        if in_fence:
+        if _FENCE.match(line) or in_fence:
+            flush()
+            if _FENCE.match(line):
+                in_fence = not in_fence
             out.append(line)
             i += 1
             continue
         stripped = line.lstrip()
         if stripped.startswith(">>>"):
+            flush()
             indent = line[: len(line) - len(stripped)]
             block = []
             while i < len(lines) and lines[i].strip():
@@ -76,8 +79,9 @@ def to_markdown(docstring: str) -> str:
                 out.append("")
             out.extend([f"{indent}```pycon", *(indent + b for b in block), f"{indent}```"])
             continue
-        out.append(_inline(line))
+        prose.append(line)
         i += 1
+    flush()
     return "\n".join(out)
 
 

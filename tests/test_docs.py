@@ -8,7 +8,10 @@ The site itself is built by `mkdocs build --strict` in .ci/run (docs extra), who
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import inspect
+import pkgutil
 import re
 import shlex
 import sys
@@ -22,6 +25,7 @@ import torch.nn.functional as F
 import yaml
 from PIL import Image
 
+import convlens
 from convlens.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,3 +162,39 @@ def test_gallery_draws_what_it_shows(tmp_path: Path) -> None:
     back = F.conv_transpose2d(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 3, 3), stride=2, padding=1)
     assert _gif_frames(tmp_path / "fractional-strided.gif") == back[0, 0].numel() == 25
     assert _gif_frames(tmp_path / "fractional-seed.gif") == 16
+
+
+def _public_docstrings() -> list[tuple[str, str]]:
+    out = []
+    for info in pkgutil.walk_packages(convlens.__path__, "convlens."):
+        if info.name.startswith("convlens.cli") or info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        out.append((info.name, inspect.getdoc(module) or ""))
+        for name, obj in vars(module).items():
+            own = getattr(obj, "__module__", None) == info.name
+            if own and (inspect.isclass(obj) or inspect.isfunction(obj)):
+                out.append((f"{info.name}.{name}", inspect.getdoc(obj) or ""))
+    return out
+
+
+def test_docstrings_become_markdown() -> None:
+    """The API reference's griffe extension fences every >>> example and turns reST literals
+    and roles into Markdown code, on every docstring of the package."""
+    rst = _load("griffe_rst")
+    assert rst.to_markdown("See :class:`~convlens.arithmetic.LayerSpec`, ``a\nb``.") == (
+        "See `LayerSpec`, `a\nb`."
+    )
+    docstrings = _public_docstrings()
+    assert len(docstrings) > 200
+    for name, doc in docstrings:
+        markdown = rst.to_markdown(doc)
+        assert rst.to_markdown(markdown) == markdown, name
+        fenced = False
+        for line in markdown.splitlines():
+            if line.strip().startswith("```"):
+                fenced = not fenced
+            elif not fenced:
+                assert not line.lstrip().startswith(">>>"), f"{name}: a bare example"
+                assert "``" not in line, f"{name}: a reST literal left: {line}"
+        assert not fenced, f"{name}: an unclosed fence"
