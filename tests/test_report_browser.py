@@ -1,12 +1,14 @@
 """The report in a real browser: headless Chromium (Debian's) driven through Selenium.
 
-Every image loads, the nav bar leads to every page, no script was injected and the console
-stays free of errors. Selenium Manager is never run: the driver and browser are given by path
+Every image loads (the lazy ones made eager first), the nav bar leads to every page and the
+pager through every page of a layer, no script was injected, the console stays free of errors,
+and the summary's link opens the explorer (its own page, with its own script) without one. Selenium Manager is never run: the driver and browser are given by path
 and the manager is patched to fail loudly if anything calls it.
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,13 +65,51 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_report(fake_report_data(tmp, channels=2, top=9), tmp / "report")
 
 
+# Lazy images load only near the viewport: make every one eager and wait until each has loaded
+# or failed, so that the check sees all of them.
+_LOAD_ALL = """
+const done = arguments[arguments.length - 1];
+const images = Array.from(document.images);
+images.forEach(i => { i.loading = 'eager'; });
+Promise.all(images.map(i => i.complete ? null : new Promise(r => {
+  i.addEventListener('load', r, {once: true});
+  i.addEventListener('error', r, {once: true});
+}))).then(() => done(images.length));
+"""
+
+
 def image_states(driver: webdriver.Chrome) -> list[tuple[str, bool, int]]:
-    """(src, complete, naturalWidth) of every <img> on the current page."""
+    """(src, complete, naturalWidth) of every <img> on the current page, lazy ones loaded."""
+    driver.set_script_timeout(120)
+    driver.execute_async_script(_LOAD_ALL)
     states = driver.execute_script(
         "return Array.from(document.images).map("
         "i => [i.getAttribute('src'), i.complete, i.naturalWidth]);"
     )
     return [tuple(s) for s in states]
+
+
+def check_images(driver: webdriver.Chrome) -> int:
+    """Every image of the current page (lazy ones too) loads; returns how many there are."""
+    states = image_states(driver)
+    assert all(complete and width > 0 for _, complete, width in states), [
+        s for s in states if not (s[1] and s[2] > 0)
+    ]
+    return len(states)
+
+
+def check_explorer(driver: webdriver.Chrome, index: Path) -> None:
+    """The summary links the explorer, which opens without a console error and computes."""
+    driver.get(index.as_uri())
+    driver.get_log("browser")
+    link = driver.find_element(By.LINK_TEXT, "Explore conv, transposed conv and C")
+    link.click()
+    assert driver.current_url.endswith("/explorer.html")
+    generator = driver.find_element(By.CSS_SELECTOR, 'meta[name="generator"]')
+    assert (generator.get_attribute("content") or "").startswith("convlens explore")
+    size = driver.find_element(By.CSS_SELECTOR, '[data-testid="output-size"]').text
+    assert re.fullmatch(r"\d+(×\d+)?", size), size
+    assert severe_console_entries(driver) == []
 
 
 def severe_console_entries(driver: webdriver.Chrome) -> list[dict[str, object]]:
@@ -106,14 +146,20 @@ def check_report_in_browser(driver: webdriver.Chrome, index: Path) -> dict[str, 
             assert seen[name] == f"Layer {text}"
         active = driver.find_element(By.CSS_SELECTOR, "header nav a.active")
         assert active.get_attribute("href") == href
-        states = image_states(driver)
-        assert all(complete and width > 0 for _, complete, width in states), [
-            s for s in states if not (s[1] and s[2] > 0)
-        ]
+        check_images(driver)
         assert driver.execute_script("return document.scripts.length;") == 0
         with pytest.raises(NoAlertPresentException):
             driver.switch_to.alert.text  # noqa: B018
+        # the later pages of a layer, one "next" click after another
+        while nexts := driver.find_elements(By.CSS_SELECTOR, "nav.pager a.next"):
+            nexts[0].click()
+            name = driver.current_url.rsplit("/", 1)[-1]
+            seen[name] = heading(driver)
+            assert seen[name] == f"Layer {text}"
+            check_images(driver)
+            assert driver.execute_script("return document.scripts.length;") == 0
     assert severe_console_entries(driver) == []
+    check_explorer(driver, index)
     return seen
 
 
@@ -126,6 +172,7 @@ def test_every_page_every_image_and_no_console_error(
         "layer-01.html": "Layer features.0",
         "layer-02.html": f"Layer {EVIL_LAYER}",
         "filters.html": "Filters",
+        "geometry.html": "Geometry",
         "occlusion.html": "Occlusion sensitivity",
     }
 
@@ -169,3 +216,41 @@ def test_the_check_catches_a_broken_image(
     browser.get((copy / "layer-01.html").as_uri())
     entries = severe_console_entries(browser)
     assert any(victim.name in str(e["message"]) for e in entries)
+
+
+def test_pages_of_a_layer_and_channel_links_across_them(
+    browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    """A layer of 150 channels at 64 a page: three pages, each reached by the pager and by
+    page numbers; a channel link on page 1 to channel 140 opens page 3 at that channel."""
+    import numpy as np
+
+    from convlens.report import ChannelBlock, LayerSection, ReportData, Summary, Tile
+    from test_report_render import _png_bytes
+
+    tiny = _png_bytes(np.full((4, 4), 9, np.uint8))
+    blocks = tuple(
+        ChannelBlock(c, tuple(Tile(tiny, tiny, 1.0, k, "x.png") for k in range(3)))
+        for c in range(150)
+    )
+    data = ReportData(Summary("m", "d", "c"), layers=(LayerSection("conv", "C", 150, blocks),))
+    index = write_report(data, tmp_path / "r", channels_per_page=64)
+    seen = check_report_in_browser(browser, index)
+    assert {k: v for k, v in seen.items() if k.startswith("layer-")} == {
+        "layer-01.html": "Layer conv",
+        "layer-01-p2.html": "Layer conv",
+        "layer-01-p3.html": "Layer conv",
+    }
+    browser.get((index.parent / "layer-01.html").as_uri())
+    numbers = browser.find_elements(By.CSS_SELECTOR, "nav.pager .pages a")
+    assert [a.text for a in numbers][:3] == ["1", "2", "3"]
+    numbers[2].click()
+    assert browser.current_url.endswith("layer-01-p3.html")
+    ids = [e.get_attribute("id") for e in browser.find_elements(By.CSS_SELECTOR, "section.block")]
+    assert ids == [f"c{c}" for c in range(128, 150)]
+    browser.get((index.parent / "layer-01.html").as_uri())
+    browser.find_element(By.CSS_SELECTOR, 'nav.channels a[href="layer-01-p3.html#c140"]').click()
+    assert browser.current_url.endswith("layer-01-p3.html#c140")
+    target = browser.find_element(By.ID, "c140")
+    assert target.find_element(By.TAG_NAME, "h2").text == "channel 140"
+    assert severe_console_entries(browser) == []

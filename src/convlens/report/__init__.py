@@ -4,7 +4,8 @@
 them into pages (Jinja2 with autoescape, images beside the HTML, written atomically);
 :mod:`~convlens.report.assemble` fills them from the pipeline's results
 (:mod:`convlens.pipeline`) through :mod:`~convlens.report.sections` and
-:mod:`~convlens.report.pictures`, and :mod:`~convlens.report.build` runs it all
+:mod:`~convlens.report.pictures` (the geometry page: :mod:`~convlens.report.geometry`), and
+:mod:`~convlens.report.build` runs it all
 (``convlens report`` and ``convlens demo``).
 
 >>> from convlens.report import ReportData, Summary
@@ -15,12 +16,17 @@ them into pages (Jinja2 with autoescape, images beside the HTML, written atomica
 from convlens.report.assemble import assemble_report
 from convlens.report.build import build_report, run_demo, run_report, scan_work_dir
 from convlens.report.data import (
+    AliasingSection,
     ChannelBlock,
+    ExplorerStart,
     FilterSection,
+    GeometryLayer,
+    GeometrySection,
     LayerSection,
     LegendEntry,
     OcclusionItem,
     OcclusionSection,
+    OverlapFigure,
     Panel,
     Picture,
     ReportData,
@@ -28,16 +34,23 @@ from convlens.report.data import (
     Table,
     Tile,
 )
-from convlens.report.render import MARKER, write_report
+from convlens.report.geometry import geometry_section
+from convlens.report.render import CHANNELS_PER_PAGE, MARKER, write_report
 
 __all__ = [
+    "CHANNELS_PER_PAGE",
     "MARKER",
+    "AliasingSection",
     "ChannelBlock",
+    "ExplorerStart",
     "FilterSection",
+    "GeometryLayer",
+    "GeometrySection",
     "LayerSection",
     "LegendEntry",
     "OcclusionItem",
     "OcclusionSection",
+    "OverlapFigure",
     "Panel",
     "Picture",
     "ReportData",
@@ -46,6 +59,7 @@ __all__ = [
     "Tile",
     "assemble_report",
     "build_report",
+    "geometry_section",
     "run_demo",
     "run_report",
     "scan_work_dir",

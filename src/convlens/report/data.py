@@ -23,12 +23,17 @@ import numpy as np
 from PIL import Image
 
 __all__ = [
+    "AliasingSection",
     "ChannelBlock",
+    "ExplorerStart",
     "FilterSection",
+    "GeometryLayer",
+    "GeometrySection",
     "LayerSection",
     "LegendEntry",
     "OcclusionItem",
     "OcclusionSection",
+    "OverlapFigure",
     "Panel",
     "Picture",
     "ReportData",
@@ -139,6 +144,84 @@ class OcclusionSection:
 
 
 @dataclass(frozen=True)
+class GeometryLayer:
+    """One executed conv, transposed conv or pooling layer on the geometry page.
+
+    Sizes are spatial, as text (``"224×224"``). ``receptive_field``, ``jump`` and ``start``:
+    the layer's receptive field on the input (``None`` where the model is not a chain).
+    ``explore``: the explorer's URL query for this layer (``"?mode=conv&..."``) and
+    ``explore_note`` what it changes (the input size it draws), or ``None`` where the
+    explorer cannot show the layer.
+    """
+
+    path: str
+    module_type: str
+    geometry: str
+    input_size: str
+    output_size: str
+    receptive_field: str | None = None
+    jump: str | None = None
+    start: str | None = None
+    explore: str | None = None
+    explore_note: str | None = None
+
+
+@dataclass(frozen=True)
+class OverlapFigure:
+    """A heat map of an overlap (checkerboard) map with its title and a caption."""
+
+    title: str
+    picture: Picture
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class AliasingSection:
+    """First-layer aliasing (Zeiler & Fergus, Sec. 4.1): per filter the share of its spectral
+    energy above the stride's Nyquist frequency, its low/mid/high band shares and RMS.
+
+    ``filters``: one row per filter; ``thumbnails``: the filters as pictures (same order);
+    ``figure``: a chart of the shares; ``facts``: stride, Nyquist, means, dead filters.
+    """
+
+    layer: str
+    facts: tuple[tuple[str, str], ...]
+    filters: Table
+    figure: Picture | None = None
+    thumbnails: tuple[Picture, ...] = ()
+    dead: tuple[int, ...] = ()
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class ExplorerStart:
+    """The settings the report's explorer page opens with (keys of
+    :func:`convlens.explore.initial_state`) and a line saying what they show."""
+
+    state: tuple[tuple[str, Any], ...]
+    label: str
+
+
+@dataclass(frozen=True)
+class GeometrySection:
+    """The geometry page: every conv/pool layer with its receptive field, the lint of the
+    strided, pooling and transposed layers, first-layer aliasing and overlap maps.
+
+    ``explorer``: where the report's explorer starts (the first conv it can draw).
+    """
+
+    input_shape: str
+    layers: tuple[GeometryLayer, ...] = ()
+    lint: Table = field(default_factory=lambda: Table(()))
+    flagged: bool = False
+    aliasing: AliasingSection | None = None
+    overlaps: tuple[OverlapFigure, ...] = ()
+    has_transposed: bool = False
+    notes: tuple[str, ...] = ()
+    explorer: ExplorerStart | None = None
+
+
+@dataclass(frozen=True)
 class Summary:
     """The front page: what was run, on what, how long it took and what was skipped."""
 
@@ -157,9 +240,15 @@ class Summary:
 
 @dataclass(frozen=True)
 class ReportData:
-    """Everything one report shows."""
+    """Everything one report shows.
+
+    ``geometry``: the geometry page (none without it). ``explorer``: the settings the
+    explorer page (written into every report) opens with; ``None``: its defaults.
+    """
 
     summary: Summary
     layers: tuple[LayerSection, ...] = ()
     filters: FilterSection | None = None
     occlusion: OcclusionSection | None = None
+    geometry: GeometrySection | None = None
+    explorer: ExplorerStart | None = None

@@ -3,7 +3,15 @@
 Pages come from Jinja2 templates (``templates/*.html.j2``) with autoescape on, so every
 user-provided string (file names, class names, labels, layer names, the command) is escaped.
 Images are written as PNG files beside the HTML under names the renderer chooses; the report
-needs no server, no JavaScript and nothing from the network.
+needs no server and nothing from the network, and its pages run no JavaScript. The one page
+with a script is the explorer (:mod:`convlens.explore`, its own Content-Security-Policy),
+written into every report and linked from the summary.
+
+A layer with many channels is split into pages of :data:`CHANNELS_PER_PAGE` channels with
+previous/next and page-number links, and its tiles carry ``loading="lazy"`` with their width
+and height, so a VGG16 report with every channel of every conv layer (4,224 channels, 76,032
+pictures) opens page by page without the browser fetching tens of thousands of images.
+:data:`PAGES_FILE` records each page's weight: its HTML bytes and the images it references.
 
 The whole report is built in a temporary folder next to ``out`` and renamed into place at the
 end, so a crash never leaves half a report behind.
@@ -19,12 +27,10 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import math
 import os
 import re
-import shutil
-import tempfile
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -37,8 +43,13 @@ import numpy as np
 from PIL import Image
 
 from convlens.errors import ParameterError, ParameterTypeError, verbatim
+from convlens.explore import describe_state, write_explorer
+from convlens.io import foreign_files, staged_directory
 from convlens.report.data import (
+    ChannelBlock,
+    ExplorerStart,
     FilterSection,
+    GeometrySection,
     LayerSection,
     OcclusionSection,
     Picture,
@@ -47,7 +58,17 @@ from convlens.report.data import (
     Table,
 )
 
-__all__ = ["MARKER", "check_out", "write_report"]
+__all__ = [
+    "CHANNELS_PER_PAGE",
+    "EXPLORER_FILE",
+    "MARKER",
+    "PAGES_FILE",
+    "check_out",
+    "format_bytes",
+    "layer_filename",
+    "layer_page_count",
+    "write_report",
+]
 
 #: File that marks a folder as a convlens report (an existing one may be replaced).
 MARKER = ".convlens-report"
@@ -59,6 +80,9 @@ _COLOR = re.compile(r"#[0-9a-fA-F]{6}")
 TILE_PX = 56
 FILTER_PX = 56
 PANEL_PX = 168
+THUMB_PX = 32
+FIGURE_PX = 960
+_QUERY = re.compile(r"\?[a-z_]+=[0-9a-z,]+(&[a-z_]+=[0-9a-z,]+)*")
 
 
 @functools.lru_cache(maxsize=1)
@@ -73,6 +97,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["num"] = format_number
     env.filters["seconds"] = format_seconds
+    env.filters["bytes"] = format_bytes
     return env
 
 
@@ -176,26 +201,47 @@ class _Img:
     crisp: bool
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 class _Assets:
-    """Writes pictures under ``root/img`` and hands back their relative URLs."""
+    """Writes pictures under ``root/img`` and hands back their relative URLs.
+
+    Every picture written is logged with its size in bytes, so each page can say which images
+    it references (:attr:`log`, read per page by :func:`_render_pages`).
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         (root / "img").mkdir(parents=True, exist_ok=True)
         self.count = 0
+        self.log: list[tuple[str, int]] = []
 
-    def add(self, picture: Picture, name: str, target: int) -> _Img:
-        image = to_image(picture)
+    def add(self, picture: Picture, name: str, target: int, *, upscale: bool = True) -> _Img:
+        image = to_image(picture)  # decoded: a broken picture fails here, never in a browser
         rel = f"img/{name}.png"
         path = self.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(path, format="PNG")
+        if isinstance(picture, (bytes, bytearray)) and bytes(picture[:8]) == _PNG_SIGNATURE:
+            path.write_bytes(picture)  # already a PNG: the same bytes, no second encoding
+        else:
+            image.save(path, format="PNG")
         self.count += 1
+        self.log.append((rel, path.stat().st_size))
         width, height, crisp = display_size(image.width, image.height, target)
+        if not upscale and max(image.width, image.height) <= target:
+            width, height, crisp = image.width, image.height, False
         return _Img(rel, width, height, crisp)
 
 
 # ------------------------------------------------------------------------------------ pages
+
+#: Channels shown on one page of a layer; a layer with more is split into several pages.
+CHANNELS_PER_PAGE = 64
+#: Name of the file that lists every page's weight (HTML bytes, images and their bytes).
+PAGES_FILE = "pages.json"
+#: The explorer page written into every report (:func:`convlens.explore.write_explorer`).
+EXPLORER_FILE = "explorer.html"
 
 
 @dataclass(frozen=True)
@@ -203,6 +249,25 @@ class _NavLink:
     href: str
     text: str
     key: str
+
+
+@dataclass
+class _PageWeight:
+    page: str
+    title: str
+    html_bytes: int
+    images: int
+    image_bytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "page": self.page,
+            "title": self.title,
+            "html_bytes": self.html_bytes,
+            "images": self.images,
+            "image_bytes": self.image_bytes,
+            "total_bytes": self.html_bytes + self.image_bytes,
+        }
 
 
 def _track(items: Iterable[_T], total: int, description: str, enabled: bool) -> Iterator[_T]:
@@ -214,33 +279,100 @@ def _track(items: Iterable[_T], total: int, description: str, enabled: bool) -> 
     yield from track(items, description=description, total=total, transient=False)
 
 
-def _layer_filename(index: int) -> str:
-    return f"layer-{index + 1:02d}.html"
+def layer_filename(index: int, page: int = 0) -> str:
+    """The file of page ``page`` (0-based) of the ``index``-th layer (0-based).
+
+    >>> layer_filename(0), layer_filename(0, 1), layer_filename(11, 7)
+    ('layer-01.html', 'layer-01-p2.html', 'layer-12-p8.html')
+    """
+    return f"layer-{index + 1:02d}.html" if page == 0 else f"layer-{index + 1:02d}-p{page + 1}.html"
+
+
+def layer_page_count(channels: int, per_page: int = CHANNELS_PER_PAGE) -> int:
+    """How many pages a layer showing ``channels`` channels takes (at least one).
+
+    >>> layer_page_count(0), layer_page_count(64), layer_page_count(65), layer_page_count(512)
+    (1, 1, 2, 8)
+    """
+    return max(1, math.ceil(channels / per_page))
+
+
+def format_bytes(value: int) -> str:
+    """A size for people, in decimal units.
+
+    >>> format_bytes(999), format_bytes(48_213), format_bytes(2_345_678)
+    ('999 B', '48.2 kB', '2.35 MB')
+    """
+    if value < 1000:
+        return f"{value} B"
+    for unit in ("kB", "MB", "GB"):
+        value_f = value / 1000
+        if value_f < 1000 or unit == "GB":
+            return f"{value_f:.3g} {unit}"
+        value = round(value_f)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _table_view(table: Table) -> dict[str, Any]:
     return {"columns": list(table.columns), "rows": [list(row) for row in table.rows]}
 
 
-def _layer_view(section: LayerSection, index: int, assets: _Assets) -> dict[str, Any]:
-    blocks = []
-    for block in section.blocks:
-        tiles = []
-        for tile in block.tiles:
-            stem = f"l{index + 1:02d}/c{block.channel:04d}-{tile.rank:02d}"
-            tiles.append(
-                {
-                    "tile": tile,
-                    "projection": assets.add(tile.projection, stem + "-projection", TILE_PX),
-                    "patch": assets.add(tile.patch, stem + "-patch", TILE_PX),
-                }
-            )
-        columns = max(1, math.ceil(math.sqrt(len(tiles)))) if tiles else 1
-        blocks.append(
-            {"channel": block.channel, "tiles": tiles, "columns": columns, "note": block.note}
+def _block_view(block: ChannelBlock, index: int, assets: _Assets) -> dict[str, Any]:
+    tiles = []
+    for tile in block.tiles:
+        stem = f"l{index + 1:02d}/c{block.channel:04d}-{tile.rank:02d}"
+        tiles.append(
+            {
+                "tile": tile,
+                "projection": assets.add(tile.projection, stem + "-projection", TILE_PX),
+                "patch": assets.add(tile.patch, stem + "-patch", TILE_PX),
+            }
         )
+    columns = max(1, math.ceil(math.sqrt(len(tiles)))) if tiles else 1
+    return {"channel": block.channel, "tiles": tiles, "columns": columns, "note": block.note}
+
+
+def _layer_views(
+    section: LayerSection, index: int, assets: _Assets, per_page: int
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(file name, template context) of every page of one layer, ``per_page`` channels each;
+    the pictures of a page are written when its view is made."""
+    chunks = [
+        section.blocks[start : start + per_page]
+        for start in range(0, max(1, len(section.blocks)), per_page)
+    ]
+    files = [layer_filename(index, p) for p in range(len(chunks))]
+    pager = [
+        {
+            "number": p + 1,
+            "href": files[p],
+            "first": chunk[0].channel if chunk else None,
+            "last": chunk[-1].channel if chunk else None,
+        }
+        for p, chunk in enumerate(chunks)
+    ]
+    where = {block.channel: files[p] for p, chunk in enumerate(chunks) for block in chunk}
     top = max((len(b.tiles) for b in section.blocks), default=0)
-    return {"section": section, "blocks": blocks, "top": top}
+    for p, chunk in enumerate(chunks):
+        channels = [
+            {"channel": c, "href": ("" if f == files[p] else f) + f"#c{c}", "here": f == files[p]}
+            for c, f in where.items()
+        ]
+        yield (
+            files[p],
+            {
+                "section": section,
+                "blocks": [_block_view(block, index, assets) for block in chunk],
+                "top": top,
+                "shown": len(section.blocks),
+                "per_page": per_page,
+                "page_number": p + 1,
+                "pager": pager if len(chunks) > 1 else [],
+                "previous": files[p - 1] if p > 0 else None,
+                "next": files[p + 1] if p + 1 < len(chunks) else None,
+                "channel_links": channels,
+            },
+        )
 
 
 def _filters_view(section: FilterSection, assets: _Assets) -> dict[str, Any]:
@@ -271,101 +403,206 @@ def _occlusion_view(section: OcclusionSection, assets: _Assets) -> dict[str, Any
     return {"section": section, "items": items}
 
 
-def _render_pages(data: ReportData, root: Path, progress: bool) -> None:
+def _geometry_view(section: GeometrySection, assets: _Assets) -> dict[str, Any]:
+    for layer in section.layers:
+        if layer.explore is not None and not _QUERY.fullmatch(layer.explore):
+            raise ParameterError(
+                "explore", "an explorer query '?key=value&...'", verbatim(repr(layer.explore))
+            )
+    aliasing = None
+    if section.aliasing is not None:
+        a = section.aliasing
+        figure = None
+        if a.figure is not None:
+            figure = assets.add(a.figure, "geometry/aliasing", FIGURE_PX, upscale=False)
+        thumbs = [
+            assets.add(picture, f"geometry/filter-{i:04d}", THUMB_PX)
+            for i, picture in enumerate(a.thumbnails)
+        ]
+        if thumbs and len(thumbs) != len(a.filters.rows):
+            raise ParameterError(
+                "aliasing.thumbnails",
+                f"one picture per filter row ({len(a.filters.rows)})",
+                len(thumbs),
+            )
+        rows = [
+            {"cells": list(row), "thumb": thumbs[i] if thumbs else None}
+            for i, row in enumerate(a.filters.rows)
+        ]
+        aliasing = {
+            "section": a,
+            "figure": figure,
+            "columns": list(a.filters.columns),
+            "rows": rows,
+        }
+    overlaps = [
+        {
+            "figure": o,
+            "img": assets.add(o.picture, f"geometry/overlap-{i:02d}", FIGURE_PX, upscale=False),
+        }
+        for i, o in enumerate(section.overlaps)
+    ]
+    return {
+        "section": section,
+        "lint": _table_view(section.lint),
+        "aliasing": aliasing,
+        "overlaps": overlaps,
+        "explorer": EXPLORER_FILE,
+    }
+
+
+def _write_explorer(root: Path, start: ExplorerStart | None) -> str:
+    """Write the explorer page; return what it opens with. Settings the explorer refuses
+    (beyond :data:`convlens.explore.LIMITS`, 3-D, ...) fall back to its defaults."""
+    if start is not None:
+        try:
+            write_explorer(root / EXPLORER_FILE, **dict(start.state))
+            return start.label
+        except ParameterError:
+            pass
+    write_explorer(root / EXPLORER_FILE)
+    return f"its default settings ({describe_state()})"
+
+
+def _render_pages(data: ReportData, root: Path, progress: bool, per_page: int) -> None:
     env = _environment()
     assets = _Assets(root)
     nav = [_NavLink("index.html", "Summary", "index")]
     nav += [
-        _NavLink(_layer_filename(i), layer.name, f"layer-{i}")
-        for i, layer in enumerate(data.layers)
+        _NavLink(layer_filename(i), layer.name, f"layer-{i}") for i, layer in enumerate(data.layers)
     ]
     if data.filters is not None:
         nav.append(_NavLink("filters.html", "Filters", "filters"))
+    if data.geometry is not None:
+        nav.append(_NavLink("geometry.html", "Geometry", "geometry"))
     if data.occlusion is not None:
         nav.append(_NavLink("occlusion.html", "Occlusion", "occlusion"))
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     from convlens import __version__
 
     common = {"nav": nav, "title": data.summary.title, "created": created, "version": __version__}
+    weights: list[_PageWeight] = []
+    logged = [0]  # pictures of earlier pages in assets.log: the rest are this page's
 
-    def page(template: str, filename: str, key: str, **context: Any) -> None:
-        html = env.get_template(template).render(active=key, **common, **context)
-        (root / filename).write_text(html, encoding="utf-8")
+    def page(template: str, filename: str, key: str, title: str, **context: Any) -> None:
+        html = env.get_template(template).render(active=key, current=filename, **common, **context)
+        raw = html.encode("utf-8")
+        (root / filename).write_bytes(raw)
+        used = assets.log[logged[0] :]
+        logged[0] = len(assets.log)
+        weights.append(
+            _PageWeight(filename, title, len(raw), len(used), sum(size for _, size in used))
+        )
 
+    layer_pages = 0
     for i, layer in _track(
         enumerate(data.layers), len(data.layers), "report: layer pages", progress
     ):
-        view = _layer_view(layer, i, assets)
-        page("layer.html.j2", _layer_filename(i), f"layer-{i}", **view)
+        for filename, view in _layer_views(layer, i, assets, per_page):
+            page("layer.html.j2", filename, f"layer-{i}", f"Layer {layer.name}", **view)
+            layer_pages += 1
     if data.filters is not None:
-        page("filters.html.j2", "filters.html", "filters", **_filters_view(data.filters, assets))
+        view = _filters_view(data.filters, assets)
+        page("filters.html.j2", "filters.html", "filters", "Filters", **view)
+    if data.geometry is not None:
+        view = _geometry_view(data.geometry, assets)
+        page("geometry.html.j2", "geometry.html", "geometry", "Geometry", **view)
     if data.occlusion is not None:
         view = _occlusion_view(data.occlusion, assets)
-        page("occlusion.html.j2", "occlusion.html", "occlusion", **view)
+        page("occlusion.html.j2", "occlusion.html", "occlusion", "Occlusion", **view)
+    explorer_label = _write_explorer(root, data.explorer)
+    weights.append(
+        _PageWeight(EXPLORER_FILE, "Explorer", (root / EXPLORER_FILE).stat().st_size, 0, 0)
+    )
+    heaviest = max(weights, key=lambda w: (w.html_bytes + w.image_bytes, w.images))
+    weight = {
+        "pages": len(weights),
+        "layer_pages": layer_pages,
+        "images": sum(w.images for w in weights),
+        "bytes": sum(w.html_bytes + w.image_bytes for w in weights),
+        "heaviest": heaviest,
+        "most_images": max(weights, key=lambda w: w.images),
+        "per_page": per_page,
+    }
     page(
         "index.html.j2",
         "index.html",
         "index",
+        "Summary",
         summary=data.summary,
         layers_table=_table_view(data.summary.layers),
         pages=nav[1:],
         layer_count=len(data.layers),
+        explorer=EXPLORER_FILE,
+        explorer_label=explorer_label,
+        weight=weight,
     )
     style = resources.files("convlens.report").joinpath("static/style.css").read_text("utf-8")
     (root / "style.css").write_text(style, encoding="utf-8")
+    manifest = {
+        "channels_per_page": per_page,
+        "pages": [w.as_dict() for w in weights],
+        "total": {
+            "pages": len(weights),
+            "images": sum(w.images for w in weights),
+            "html_bytes": sum(w.html_bytes for w in weights),
+            "image_bytes": sum(w.image_bytes for w in weights),
+        },
+    }
+    (root / PAGES_FILE).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------------- writing
 
 
 def check_out(out: str | os.PathLike[str]) -> None:
-    """Raise unless ``out`` may receive a report: new, an empty folder or an earlier report."""
+    """Raise unless ``out`` may receive a report: new, an empty folder or an earlier report
+    that holds nothing but what convlens wrote (its manifest, :func:`convlens.io.foreign_files`)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ParameterError("out", "a directory path", verbatim(f"the file {os.fspath(out)!r}"))
-    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+    foreign = foreign_files(out)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (
+            f", ... ({len(foreign)} in all)" if len(foreign) > 5 else ""
+        )
         raise ParameterError(
             "out",
             "a new or empty folder, or an earlier convlens report",
             verbatim(f"the non-empty folder {os.fspath(out)!r}"),
-            hint="choose another --out or empty that folder",
+            hint=f"it holds files convlens did not write ({shown}), which are never deleted: "
+            "choose another --out or move them",
         )
 
 
-def _swap_into_place(built: Path, out: Path) -> None:
-    if not out.exists():
-        os.rename(built, out)
-        return
-    old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(out, old)
-    try:
-        os.rename(built, out)
-    except BaseException:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def write_report(data: ReportData, out: str | os.PathLike[str], *, progress: bool = False) -> Path:
+def write_report(
+    data: ReportData,
+    out: str | os.PathLike[str],
+    *,
+    progress: bool = False,
+    channels_per_page: int = CHANNELS_PER_PAGE,
+) -> Path:
     """Write the report for ``data`` into the folder ``out``; return the path of index.html.
 
-    ``out`` must be new, empty, or an earlier convlens report (which is replaced). The report
-    is built in a temporary folder beside ``out`` and renamed into place when complete.
+    ``out`` must be new, empty, or an earlier convlens report (which is replaced) holding
+    nothing convlens did not write. The report is built in a folder beside ``out`` and put in
+    place when complete (:func:`convlens.io.staged_directory`, which lists its files in the
+    manifest and gives the folder the user's umask). A layer shows ``channels_per_page``
+    channels per page (its tiles load lazily as the reader scrolls); :data:`PAGES_FILE` lists
+    every page's weight. The explorer page (:data:`EXPLORER_FILE`) opens with
+    ``data.explorer``.
     """
     if not isinstance(data, ReportData):
         raise ParameterTypeError("data", "a ReportData", data)
+    if isinstance(channels_per_page, bool) or not isinstance(channels_per_page, int):
+        raise ParameterTypeError("channels_per_page", "an int", channels_per_page)
+    if channels_per_page < 1:
+        raise ParameterError("channels_per_page", "an int >= 1", channels_per_page)
     if not isinstance(data.summary, Summary):
         raise ParameterTypeError("data.summary", "a Summary", data.summary)
     out = Path(out).absolute()
     check_out(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    built = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        _render_pages(data, built, progress)
+    with staged_directory(out, replace=True, prefix=".convlens-report-") as built:
+        _render_pages(data, built, progress, channels_per_page)
         (built / MARKER).write_text("written by convlens; this folder may be replaced\n")
-        built.chmod(0o755)
-        _swap_into_place(built, out)
-    except BaseException:
-        shutil.rmtree(built, ignore_errors=True)
-        raise
     return out / "index.html"
