@@ -103,8 +103,8 @@ def test_folder_report_pages_values_and_skips(
 ) -> None:
     names = sorted(p.name for p in folder_report.iterdir())
     assert names == sorted(
-        [".convlens-report", "filters.html", "img", "index.html", "layer-01.html",
-         "layer-02.html", "occlusion.html", "style.css"]
+        [".convlens-report", ".convlens-written", "filters.html", "img", "index.html",
+         "layer-01.html", "layer-02.html", "occlusion.html", "style.css"]
     )  # fmt: skip
     for page_name, layer in (("layer-01.html", "0"), ("layer-02.html", "3")):
         page = parse(folder_report / page_name)

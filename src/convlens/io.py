@@ -477,6 +477,7 @@ def _drop_lock(folder: Path) -> None:
 class _Held:
     count: int
     names: set[str]
+    thread: int = 0
 
 
 _HELD: dict[Path, _Held] = {}
@@ -528,13 +529,16 @@ def run_folder(
     bookkeeping was written, the folder is left as it was (removed when the run created
     it). ``join``: list this process's writes in a folder another process of the same job
     holds (no checks, no lock); ``lock=False``: no lock file. Held again by the same process,
-    it is only counted (no second check).
+    it is only counted (no second check); another thread of the same process finds it
+    locked like any other run.
     """
     folder = Path(os.path.abspath(out))
     with _HELD_LOCK:
         held = _HELD.get(folder)
-        if held is not None:
+        if held is not None and held.thread == threading.get_ident():
             held.count += 1
+        else:
+            held = None
     if held is not None:
         try:
             yield folder
@@ -544,7 +548,7 @@ def run_folder(
         return
     if join:
         with _HELD_LOCK:
-            _HELD[folder] = _Held(1, written_files(folder))
+            _HELD[folder] = _Held(1, written_files(folder), threading.get_ident())
         try:
             yield folder
         finally:
@@ -578,7 +582,7 @@ def run_folder(
     if earlier and reuse == "clear":
         remove_written(folder, keep_folder=True)
     with _HELD_LOCK:
-        _HELD[folder] = _Held(1, written_files(folder))
+        _HELD[folder] = _Held(1, written_files(folder), threading.get_ident())
     try:
         yield folder
     except BaseException:
