@@ -360,10 +360,13 @@ def test_a_folder_report_names_its_classes_from_the_folders(tmp_path):
 
     assert not any(f"label: {name}" in titles for name in FASHION_CLASSES)
     text = " ".join(" ".join(parse(out / "index.html").text).split())
-    assert "class names the dataset's (the model's differ)" in text
+    assert "class names the dataset's: apple, pear (the model's differ: T-shirt/top," in text
     assert "Accuracy" not in text  # the folders are not the model's classes
     occlusion = " ".join(" ".join(parse(out / "occlusion.html").text).split())
     assert "the dataset's classes are not the model's" in occlusion
+    shown = re.findall(r"label: (\S+)", occlusion)
+    assert shown
+    assert set(shown) <= {"apple", "pear"}  # each image's own label, not a predicted class
 
 
 # ----------------------------------------------------------------------- non-8-bit images

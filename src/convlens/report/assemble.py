@@ -93,27 +93,34 @@ def _check_options(
             raise ParameterError(name, kind + (" or None" if optional else ""), value)
 
 
+def _names(names: Sequence[str], shown: int = 8) -> str:
+    more = len(names) - shown
+    return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if more > 0 else "")
+
+
 def class_naming(
     dataset: Any, model_names: Sequence[str] | None
 ) -> tuple[list[str] | None, str, bool]:
-    """The names for the dataset's labels, where they come from (in words), and whether the
-    labels are the model's class indices: the dataset's own names win; the model's are used
-    only where the dataset has none.
+    """The names for the dataset's labels, where they come from (in words, for the front
+    page), and whether the labels are the model's class indices: the dataset's own names win;
+    the model's are used only where the dataset has none.
 
     >>> class Folder: classes = ["a", "b"]
     >>> class_naming(Folder(), ["cat", "dog"])
-    (['a', 'b'], "the dataset's (the model's differ)", False)
+    (['a', 'b'], "the dataset's: a, b (the model's differ: cat, dog)", False)
     >>> class_naming([], ["cat", "dog"])
-    (['cat', 'dog'], "the model's (the dataset has none)", True)
+    (['cat', 'dog'], "the model's: cat, dog (the dataset has none)", True)
     """
     data_names = class_names(dataset)
     model = list(model_names) if model_names else None
     if data_names is not None:
         same = model is None or data_names == model
-        told = "the dataset's" + ("" if model is None or same else " (the model's differ)")
+        told = f"the dataset's: {_names(data_names)}"
+        if not same and model is not None:
+            told += f" (the model's differ: {_names(model)})"
         return data_names, told, same
     if model is not None:
-        return model, "the model's (the dataset has none)", True
+        return model, f"the model's: {_names(model)} (the dataset has none)", True
     return None, "none (labels shown as numbers)", True
 
 
@@ -215,6 +222,7 @@ def assemble_report(
                     stride=occlusion_stride,
                     class_names=model_names,
                     use_labels=labels_are_classes,
+                    label_names=names,
                     value_range=(low, high),
                     batch_size=batch_size,
                     progress=progress,

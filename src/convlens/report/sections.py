@@ -212,6 +212,7 @@ def occlusion_section(
     skip: Sequence[int] = (),
     device: str | torch.device | None = None,
     use_labels: bool = True,
+    label_names: Sequence[str] | None = None,
 ) -> OcclusionSection | None:
     """Figure 7 (a)–(e) for ``images`` images of ``dataset`` (one of each label first:
     :func:`convlens.scan.data.spread_over_labels`), from
@@ -221,8 +222,9 @@ def occlusion_section(
     A grey square (0 in the model's input units: the mean for a mean-normalised input) of
     ``size`` pixels moves by ``stride``; the maps are over square positions. Images without a
     label use the class the model predicts for the unoccluded image, and so do all images
-    when the dataset's labels are not the model's classes (``use_labels=False``).
-    ``class_names`` name the model's classes.
+    when the dataset's labels are not the model's classes (``use_labels=False``; each image
+    is then shown with its own label, named by ``label_names``). ``class_names`` name the
+    model's classes.
     """
     if images <= 0:
         return None
@@ -252,6 +254,7 @@ def occlusion_section(
                 value_range,
                 batch_size,
                 use_labels,
+                label_names,
             )
         )
         layer = items[-1][1]
@@ -271,6 +274,7 @@ def _occlusion_item(
     value_range: tuple[float, float],
     batch_size: int,
     use_labels: bool = True,
+    label_names: Sequence[str] | None = None,
 ) -> tuple[OcclusionItem, str]:
     """The five panels of Fig. 7 for one image, and the layer watched."""
     h, w = int(x.shape[-2]), int(x.shape[-1])
@@ -329,5 +333,6 @@ def _occlusion_item(
         ),
     )
     legend = tuple(LegendEntry(colors[c], label_name(c, class_names) or str(c)) for c in classes)
-    item = OcclusionItem(item_name(dataset, index), shown_label, panels, legend, note)
+    own = shown_label if use_labels else label_name(item_label(dataset, index), label_names)
+    item = OcclusionItem(item_name(dataset, index), own, panels, legend, note)
     return item, res.layer
