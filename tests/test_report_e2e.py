@@ -103,8 +103,9 @@ def test_folder_report_pages_values_and_skips(
 ) -> None:
     names = sorted(p.name for p in folder_report.iterdir())
     assert names == sorted(
-        [".convlens-report", ".convlens-written", "filters.html", "img", "index.html",
-         "layer-01.html", "layer-02.html", "occlusion.html", "style.css"]
+        [".convlens-report", ".convlens-written", "explorer.html", "filters.html",
+         "geometry.html", "img", "index.html", "layer-01.html", "layer-02.html",
+         "occlusion.html", "pages.json", "style.css"]
     )  # fmt: skip
     for page_name, layer in (("layer-01.html", "0"), ("layer-02.html", "3")):
         page = parse(folder_report / page_name)
@@ -145,6 +146,7 @@ def test_folder_report_in_the_browser(folder_report: Path, browser) -> None:  # 
         "layer-01.html",
         "layer-02.html",
         "filters.html",
+        "geometry.html",
         "occlusion.html",
     }
 
@@ -204,8 +206,8 @@ def test_demo_quick_writes_the_whole_report(demo_report: Path) -> None:
     from convlens.demo import load_demo_model, load_demo_sample
 
     pages = sorted(p.name for p in demo_report.glob("*.html"))
-    assert pages == ["filters.html", "index.html", "layer-01.html", "layer-02.html",
-                     "layer-03.html", "occlusion.html"]  # fmt: skip
+    assert pages == ["explorer.html", "filters.html", "geometry.html", "index.html",
+                     "layer-01.html", "layer-02.html", "layer-03.html", "occlusion.html"]  # fmt: skip
     text = " ".join(" ".join(parse(demo_report / "index.html").text).split())
     # the accuracy shown equals a plain loop over the same images (every 4th of the sample)
     net, sample = load_demo_model().model, load_demo_sample()
@@ -239,7 +241,9 @@ def test_load_warnings_reach_the_terminal_and_the_front_page(
     raw = (out / "index.html").read_text()
     assert "tiny &lt;net&gt; runs with RANDOM weights &amp; learns nothing" in raw
     assert sorted(p.name for p in out.glob("*.html")) == [
+        "explorer.html",
         "filters.html",
+        "geometry.html",
         "index.html",
         "layer-01.html",
     ]
