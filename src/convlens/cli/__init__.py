@@ -16,6 +16,7 @@ True
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -157,9 +158,27 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        if isinstance(exc.__cause__, EOFError):
+            # click turns an EOFError (a truncated .gz or stream) into Abort: it is bad data, not
+            # an interruption.
+            click.echo(
+                f"convlens: error: unexpected end of data (a truncated or corrupt file): "
+                f"{exc.__cause__ or 'EOFError'}",
+                err=True,
+            )
+            sys.exit(2)
         click.echo("convlens: interrupted", err=True)
         sys.exit(130)
-    except (ConvLensError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except (ConvLensError, OSError) as exc:
         click.echo(f"convlens: error: {exc}", err=True)
         sys.exit(2)
+    except Exception as exc:  # a bug of convlens: one line, the traceback only on request
+        if os.environ.get("CONVLENS_DEBUG"):
+            raise
+        click.echo(
+            f"convlens: internal error: {type(exc).__name__}: {exc} "
+            "(please report it; CONVLENS_DEBUG=1 shows the traceback)",
+            err=True,
+        )
+        sys.exit(1)
