@@ -180,7 +180,9 @@ def test_every_page_every_image_and_no_console_error(
 def test_the_browser_shows_user_strings_verbatim(browser: webdriver.Chrome, report: Path) -> None:
     browser.get((report.parent / "layer-01.html").as_uri())
     titles = [img.get_attribute("title") for img in browser.find_elements(By.TAG_NAME, "img")]
-    assert sum(t.startswith(EVIL_FILE) for t in titles) == 4  # 2 channels × (projection, patch)
+    assert (
+        sum((t or "").startswith(EVIL_FILE) for t in titles) == 4
+    )  # 2 channels × (projection, patch)
     captions = [c.text for c in browser.find_elements(By.TAG_NAME, "figcaption")]
     assert EVIL_CLASS in captions
     browser.get((report.parent / "occlusion.html").as_uri())
@@ -249,6 +251,7 @@ def test_pages_of_a_layer_and_channel_links_across_them(
     ids = [e.get_attribute("id") for e in browser.find_elements(By.CSS_SELECTOR, "section.block")]
     assert ids == [f"c{c}" for c in range(128, 150)]
     browser.get((index.parent / "layer-01.html").as_uri())
+    browser.find_element(By.CSS_SELECTOR, "details.channels summary").click()  # all channels
     browser.find_element(By.CSS_SELECTOR, 'nav.channels a[href="layer-01-p3.html#c140"]').click()
     assert browser.current_url.endswith("layer-01-p3.html#c140")
     target = browser.find_element(By.ID, "c140")
