@@ -20,6 +20,7 @@ from convlens.index import (
     PADDING_MODES,
     axis_triples,
     conv_entries,
+    count_axis_triples,
     grid_triples,
 )
 
@@ -84,6 +85,34 @@ def test_axis_triples_out_length_keeps_or_adds_outputs(case, delta):
     t = axis_triples(n, k, s, pad, d, mode, out_length=m)
     got = list(zip(t.out.tolist(), t.tap.tolist(), t.inp.tolist()))
     assert got == brute_axis(n, k, s, *pad, d, mode, m)
+
+
+@given(axis_case(), st.integers(-3, 3))
+def test_count_axis_triples_is_the_brute_force_count(case, delta):
+    n, k, s, pad, d, mode = case
+    natural = (n + pad[0] + pad[1] - d * (k - 1) - 1) // s + 1
+    m = max(1, natural + delta)
+    if mode != "zeros":
+        m = min(m, natural)
+    got = count_axis_triples(n, k, s, pad, d, mode, out_length=m)
+    assert got == len(brute_axis(n, k, s, *pad, d, mode, m))
+    assert got == len(axis_triples(n, k, s, pad, d, mode, out_length=m))
+
+
+def test_count_axis_triples_of_huge_axes_in_closed_form():
+    # no padding: every output reads all k taps
+    assert count_axis_triples(10**15, 3, 7) == ((10**15 - 3) // 7 + 1) * 3
+    assert count_axis_triples(10**18, 10**17, 3) == ((10**18 - 10**17) // 3 + 1) * 10**17
+    # 'same' padding p = (k-1)/2, stride 1: each border loses 1 + 2 + ... + p taps
+    for k in (3, 5, 7):
+        p = (k - 1) // 2
+        assert count_axis_triples(10**15, k, 1, (p, p)) == k * 10**15 - p * (p + 1)
+        assert count_axis_triples(10, k, 1, (p, p)) == len(
+            brute_axis(10, k, 1, p, p, 1, "zeros", 10)
+        )
+    # the arguments are checked as axis_triples checks them
+    with pytest.raises(ParameterError, match="kernel: expected an effective kernel"):
+        count_axis_triples(3, 5)
 
 
 def test_axis_triples_is_cached():

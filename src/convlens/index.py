@@ -21,14 +21,17 @@ NumPy only (no torch), at the bottom of the package: it imports :mod:`convlens.e
 from __future__ import annotations
 
 import functools
+import itertools
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from convlens._utils import check_int, check_pair
-from convlens.errors import ParameterError, ParameterTypeError
+from convlens.errors import ParameterError, ParameterTypeError, verbatim
 
 __all__ = [
     "PADDING_MODES",
@@ -36,10 +39,14 @@ __all__ = [
     "ConvEntries",
     "GridTriples",
     "axis_triples",
+    "check_budget",
     "clear_caches",
     "conv_entries",
+    "count_axis_triples",
+    "default_max_bytes",
     "exclusive_cumsum",
     "flat_index",
+    "format_bytes",
     "grid_triples",
     "row_product",
 ]
@@ -83,18 +90,46 @@ def axis_triples(
     padding_mode: str = "zeros",
     *,
     out_length: int | None = None,
+    max_bytes: int | None = None,
 ) -> AxisTriples:
     """The (output, tap, input) triples of one axis of a convolution, cached.
 
     ``padding`` is ``(before, after)``; ``out_length`` defaults to the convolution's
     ``(n + p_lo + p_hi - d*(k-1) - 1) // s + 1``. A different ``out_length`` keeps the first
     outputs only (a transposed convolution's adjoint) or adds windows past the end (pooling with
-    ``ceil_mode``; zeros padding only), whose taps outside the input are dropped.
+    ``ceil_mode``; zeros padding only), whose taps outside the input are dropped. Their number,
+    without building them, is :func:`count_axis_triples`.
+
+    The arrays' size is estimated first: over ``max_bytes`` (default
+    :func:`default_max_bytes`) the call is refused before anything is allocated.
 
     >>> t = axis_triples(5, 3, stride=2, padding=(1, 1), padding_mode="reflect")
     >>> t.out_length, t.inp.tolist()
     (3, [1, 0, 1, 1, 2, 3, 3, 4, 3])
     """
+    args = _axis_args(in_length, kernel, stride, padding, dilation, padding_mode, out_length)
+    n, k, m = args[0], args[1], args[-1]
+    check_budget(
+        48 * m * k,  # out, tap, inp and the mask, before and after dropping the padding
+        max_bytes,
+        param="max_bytes",
+        what="index triples",
+        cli=False,
+        received=f"{m:,} outputs x {k:,} taps over an input of {n:,} along one axis",
+    )
+    return _axis_triples(*args)
+
+
+def _axis_args(
+    in_length: Any,
+    kernel: Any,
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+    padding_mode: Any,
+    out_length: Any,
+) -> tuple[int, int, int, int, int, int, str, int]:
+    """The validated arguments of one axis: ``(n, k, s, lo, hi, d, mode, m)``."""
     n = check_int(in_length, "in_length")
     k = check_int(kernel, "kernel")
     s = check_int(stride, "stride")
@@ -134,7 +169,80 @@ def axis_triples(
                 f"at most {natural} outputs with padding_mode={padding_mode!r}",
                 m,
             )
-    return _axis_triples(n, k, s, lo, hi, d, padding_mode, m)
+    return n, k, s, lo, hi, d, padding_mode, m
+
+
+def _floor_sum(n: int, m: int, a: int, b: int) -> int:
+    """``sum(floor((a*i + b) / m) for i in range(n))`` in O(log m) (any ints ``a``, ``b``;
+    ``m > 0``, ``n >= 0``): the Euclid-like reduction of the AtCoder Library's ``floor_sum``."""
+    if n <= 0:
+        return 0
+    total = 0
+    a0, b0 = a % m, b % m
+    total += n * (n - 1) // 2 * ((a - a0) // m) + n * ((b - b0) // m)
+    a, b = a0, b0
+    while True:
+        if a >= m:
+            total += n * (n - 1) // 2 * (a // m)
+            a %= m
+        if b >= m:
+            total += n * (b // m)
+            b %= m
+        y_max = a * n + b
+        if y_max < m:
+            return total
+        n, b = divmod(y_max, m)
+        m, a = a, m
+
+
+def count_axis_triples(
+    in_length: int,
+    kernel: int,
+    stride: int = 1,
+    padding: tuple[int, int] = (0, 0),
+    dilation: int = 1,
+    padding_mode: str = "zeros",
+    *,
+    out_length: int | None = None,
+) -> int:
+    """``len(axis_triples(...))`` in closed form, without building the triples: O(log) time
+    and memory for any sizes, so that a caller can estimate what it would allocate first.
+
+    With ``padding_mode='zeros'`` it counts the pairs ``0 <= o < m``, ``0 <= t < k`` with
+    ``0 <= o*s + t*d - p_lo < n`` (a floor sum per piece of the taps); other modes keep all
+    ``m * k`` pairs.
+
+    >>> count_axis_triples(4, 3, padding=(1, 1)), len(axis_triples(4, 3, padding=(1, 1)))
+    (10, 10)
+    >>> count_axis_triples(10**12, 3, stride=7)
+    428571428571
+    """
+    n, k, s, lo, _, d, mode, m = _axis_args(
+        in_length, kernel, stride, padding, dilation, padding_mode, out_length
+    )
+    if mode != "zeros":
+        return m * k
+    # tap t reaches outputs o in [G(t), F(t)] clipped to [0, m-1], where
+    # F(t) = floor((n - 1 + lo - t*d) / s) and G(t) = ceil((lo - t*d) / s); both fall with t.
+    t_first = max(0, -(((m - 1) * s - lo) // d))  # ceil((lo - (m-1)*s) / d)
+    t_last = min(k - 1, (n - 1 + lo) // d)  # F(t) >= 0 and G(t) <= m - 1 between these
+    if t_first > t_last:
+        return 0
+    t_full_hi = (n - 1 + lo - (m - 1) * s) // d  # F(t) >= m - 1 up to here
+    t_full_lo = -(-lo // d)  # G(t) <= 0 from here on
+    cuts = sorted({t_first, t_last + 1, *(c for c in (t_full_hi + 1, t_full_lo)
+                                           if t_first < c <= t_last)})  # fmt: skip
+    total = 0
+    for a, b in itertools.pairwise(cuts):
+        count = b - a
+        if b - 1 <= t_full_hi:
+            total += (m - 1) * count
+        else:  # sum of F(t) for t = b-1 down to a
+            total += _floor_sum(count, s, d, n - 1 + lo - (b - 1) * d)
+        if a < t_full_lo:  # minus the sum of G(t) = -floor((t*d - lo) / s)
+            total += _floor_sum(count, s, d, a * d - lo)
+        total += count
+    return total
 
 
 @functools.lru_cache(maxsize=1024)
@@ -234,8 +342,11 @@ class GridTriples:
         return int(self.out.size)
 
 
-def grid_triples(axes: Sequence[AxisTriples]) -> GridTriples:
+def grid_triples(axes: Sequence[AxisTriples], *, max_bytes: int | None = None) -> GridTriples:
     """The n-D triples: the Cartesian product of one :class:`AxisTriples` per axis.
+
+    Refused before anything is allocated when the product's arrays are estimated over
+    ``max_bytes`` (default :func:`default_max_bytes`).
 
     >>> g = grid_triples([axis_triples(3, 2), axis_triples(3, 2)])
     >>> g.out_shape, g.out[:4].tolist(), g.tap[:4].tolist(), g.inp[:4].tolist()
@@ -243,6 +354,15 @@ def grid_triples(axes: Sequence[AxisTriples]) -> GridTriples:
     """
     if not axes or not all(isinstance(a, AxisTriples) for a in axes):
         raise ParameterTypeError("axes", "a non-empty sequence of AxisTriples", axes)
+    size = math.prod(len(a) for a in axes)
+    check_budget(
+        112 * size,  # the product's indices and their temporaries, int64
+        max_bytes,
+        param="max_bytes",
+        what="n-D index triples",
+        cli=False,
+        received=f"{' x '.join(f'{len(a):,}' for a in axes)} = {size:,} triples",
+    )
     return _grid_triples(tuple(axes))
 
 
@@ -283,11 +403,18 @@ class ConvEntries:
 
 
 def conv_entries(
-    grid: GridTriples, in_channels: int = 1, out_channels: int = 1, groups: int = 1
+    grid: GridTriples,
+    in_channels: int = 1,
+    out_channels: int = 1,
+    groups: int = 1,
+    *,
+    max_bytes: int | None = None,
 ) -> ConvEntries:
     """The triples of ``grid`` repeated over the channels of a (grouped) convolution.
 
     Output channel ``oc`` reads the ``in_channels/groups`` input channels of its group.
+    Refused before anything is allocated when estimated over ``max_bytes`` (default
+    :func:`default_max_bytes`).
 
     >>> e = conv_entries(grid_triples([axis_triples(3, 2)]), in_channels=2, out_channels=2, groups=2)
     >>> e.shape, e.out.tolist(), e.inp.tolist(), e.weight_index.tolist()
@@ -301,6 +428,15 @@ def conv_entries(
         raise ParameterError(
             "groups", f"a divisor of in_channels={c_in} and out_channels={c_out}", groups
         )
+    total = c_out * (c_in // g) * len(grid)
+    check_budget(
+        80 * total,  # out, inp, weight index and their temporaries, int64
+        max_bytes,
+        param="max_bytes",
+        what="the entries of C",
+        cli=False,
+        received=f"{c_in} -> {c_out} channels (groups {g}) x {len(grid):,} triples = {total:,}",
+    )
     return _conv_entries(grid, c_in, c_out, g)
 
 
@@ -329,6 +465,99 @@ def _conv_entries(grid: GridTriples, c_in: int, c_out: int, g: int) -> ConvEntri
     for arr in (out, inp, widx):
         arr.flags.writeable = False
     return ConvEntries(out=out, inp=inp, weight_index=widx, shape=(c_out * n_out, c_in * n_in))
+
+
+# --------------------------------------------------------------------------- size limits
+
+#: The default limit on what one call may allocate: 2 GiB (lowered to half the memory
+#: available when that is less; see :func:`default_max_bytes`).
+DEFAULT_MAX_BYTES = 2 * 2**30
+_FAST = 64 * 2**20  # estimates below this pass a default limit without reading the memory
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available now (``MemAvailable`` of ``/proc/meminfo``, else sysconf)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def default_max_bytes() -> int:
+    """The default ``max_bytes``: 2 GiB, or half the memory available now if that is less.
+
+    >>> 0 < default_max_bytes() <= DEFAULT_MAX_BYTES
+    True
+    """
+    avail = _available_memory()
+    return DEFAULT_MAX_BYTES if avail is None else max(1, min(DEFAULT_MAX_BYTES, avail // 2))
+
+
+def format_bytes(n: int) -> str:
+    """A byte count for people: ``'1.5 GiB'``.
+
+    >>> format_bytes(3 * 2**29), format_bytes(512)
+    ('1.5 GiB', '512 bytes')
+    """
+    value = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if value < 1024 or unit == "PiB":
+            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def check_budget(
+    estimate: int,
+    limit: Any,
+    *,
+    param: str,
+    what: str,
+    received: str,
+    unit: str = "bytes",
+    cli: bool = True,
+) -> int:
+    """Refuse, before anything is allocated, what is estimated over the limit.
+
+    ``limit`` is the caller's ``param`` (``max_bytes``, ``max_entries``...), a positive int;
+    ``estimate`` is in ``unit`` (``"bytes"`` or a noun such as ``"entries"``); ``what`` and
+    ``received`` describe the thing and its sizes. The :class:`ParameterError` names the
+    parameter that raises the limit, the limit, the sizes and the estimate. ``limit=None``
+    (bytes only) is :func:`default_max_bytes` (not read for estimates under 64 MiB). With
+    ``cli`` the hint also names the command-line option (``--max-cells``). Returns the limit.
+
+    >>> check_budget(10, 100, param="max_cells", what="a figure", received="3 x 3 cells", unit="cells")
+    100
+    >>> check_budget(300, 100, param="max_cells", what="a figure", received="20 x 15 cells", unit="cells")
+    Traceback (most recent call last):
+    ...
+    convlens.errors.ParameterError: max_cells: expected a figure of at most 100 cells, received 20 x 15 cells: 300 cells. Pass a larger max_cells (command line: --max-cells) to allow it
+    """
+    if limit is None:
+        if unit != "bytes":
+            raise ParameterError("unit", "'bytes' when limit is None", unit)
+        if estimate <= _FAST:
+            return _FAST
+        limit = default_max_bytes()
+    lim = check_int(limit, param)
+    if estimate <= lim:
+        return lim
+    show = format_bytes if unit == "bytes" else (lambda v: f"{v:,} {unit}")
+    amount = f"about {show(estimate)}" if unit == "bytes" else show(estimate)
+    option = f" (command line: --{param.replace('_', '-')})" if cli else ""
+    raise ParameterError(
+        param,
+        f"{what} of at most {show(lim)}",
+        verbatim(f"{received}: {amount}"),
+        hint=f"Pass a larger {param}{option} to allow it",
+    )
 
 
 def clear_caches() -> None:
