@@ -11,8 +11,11 @@ from typing import Any
 
 from convlens.arithmetic._modules import SUPPORTED_MODULES, is_geometric
 from convlens.arithmetic.inverse import (
+    MAX_SIZES,
     ConvInverse,
     colliding_input_sizes,
+    colliding_size_ranges,
+    input_size_ranges,
     input_sizes_for,
     invert_conv,
     output_padding_for,
@@ -39,10 +42,11 @@ from convlens.arithmetic.receptive import (
     trace_chain,
     unit_box,
 )
-from convlens.arithmetic.triples import layer_entries, layer_triples
+from convlens.arithmetic.triples import count_layer_entries, layer_entries, layer_triples
 
 __all__ = [
     "ELEMENTWISE_MODULES",
+    "MAX_SIZES",
     "PADDING_MODES",
     "SUPPORTED_MODULES",
     "Box",
@@ -53,10 +57,13 @@ __all__ = [
     "ReceptiveFieldTable",
     "TracedLayer",
     "colliding_input_sizes",
+    "colliding_size_ranges",
     "conv_output_length",
     "conv_transpose_output_length",
+    "count_layer_entries",
     "elementwise_modules",
     "infer_ndim",
+    "input_size_ranges",
     "input_sizes_for",
     "invert_conv",
     "is_geometric",

@@ -22,15 +22,24 @@ from typing import Any
 
 from convlens.arithmetic.layer import LayerSpec, conv_transpose_output_length
 from convlens.errors import ParameterError, ParameterTypeError
+from convlens.index import check_budget
 
 __all__ = [
+    "MAX_SIZES",
     "ConvInverse",
     "colliding_input_sizes",
+    "colliding_size_ranges",
+    "input_size_ranges",
     "input_sizes_for",
     "invert_conv",
     "output_padding_for",
     "transpose_size_range",
 ]
+
+#: The default limit on the sizes listed per dimension by :func:`input_sizes_for` and
+#: :func:`colliding_input_sizes` (a conv lists about ``stride`` of them); the ``*_ranges``
+#: functions give the same sizes as ``range`` objects for any stride.
+MAX_SIZES = 100_000
 
 
 @dataclass(frozen=True)
@@ -44,7 +53,8 @@ class ConvInverse:
     express: ``padding=p_lo`` then dropping the last ``p_hi - p_lo`` rows is the exact
     transpose there. ``output_size`` is the value to pass as ``ConvTransposeNd.forward(y,
     output_size=...)`` (``None`` where cropping is needed). ``colliding`` lists per dimension
-    every conv input size giving the same output. ``adjoint`` is whether the transposed conv is
+    every conv input size giving the same output (``colliding_ranges``: the same as ``range``
+    objects, cheap for any stride). ``adjoint`` is whether the transposed conv is
     the exact transpose (adjoint) of the conv, and not just a shape inverse: true for zero
     padding, false for ``reflect``/``replicate``/``circular``.
     """
@@ -54,7 +64,13 @@ class ConvInverse:
     conv_output_size: tuple[int, ...]
     transpose: LayerSpec
     crop: tuple[tuple[int, int], ...]
-    colliding: tuple[tuple[int, ...], ...]
+    colliding_ranges: tuple[range, ...]
+
+    @property
+    def colliding(self) -> tuple[tuple[int, ...], ...]:
+        """Per dimension, every conv input size giving the same output (as tuples; at most
+        :data:`MAX_SIZES` per dimension, else refused: :attr:`colliding_ranges` has them all)."""
+        return _listed(self.colliding_ranges, None)
 
     @property
     def output_padding(self) -> tuple[int, ...]:
@@ -69,7 +85,7 @@ class ConvInverse:
     @property
     def ambiguous(self) -> bool:
         """Whether more than one conv input size gives the conv's output size."""
-        return any(len(c) > 1 for c in self.colliding)
+        return any(len(c) > 1 for c in self.colliding_ranges)
 
     @property
     def adjoint(self) -> bool:
@@ -78,15 +94,42 @@ class ConvInverse:
 
 
 @functools.lru_cache(maxsize=4096)
-def _preimage(spec: LayerSpec, dim: int, o: int) -> tuple[int, ...]:
+def _preimage(spec: LayerSpec, dim: int, o: int) -> range:
+    """The input lengths ``i`` with ``output_length(dim, i) == o``: an interval, as the output
+    length never decreases with ``i`` (where it is refused, ``i`` is below a threshold);
+    found by bisection, O(log stride)."""
     k, s, d = spec.kernel_size[dim], spec.stride[dim], spec.dilation[dim]
     lo, hi = spec.padding_pairs()[dim]
     # o = floor((i + lo + hi - e) / s) + 1  =>  i in [(o-1)s + e - lo - hi, ... + s - 1];
     # ceil_mode moves that by less than one stride, so search one stride either side.
     base = (o - 1) * s + d * (k - 1) + 1 - lo - hi
-    return tuple(
-        i for i in range(max(1, base - s), base + 2 * s) if spec.output_length(dim, i) == o
-    )
+    first, stop = max(1, base - s), max(1, base + 2 * s)
+
+    def reaching(target: int) -> int:
+        """The first ``i`` in ``[first, stop)`` whose output length is ``>= target``."""
+        a, b = first, stop
+        while a < b:
+            mid = (a + b) // 2
+            length = spec.output_length(dim, mid)
+            if length is not None and length >= target:
+                b = mid
+            else:
+                a = mid + 1
+        return a
+
+    return range(reaching(o), reaching(o + 1))
+
+
+def _listed(ranges: tuple[range, ...], max_sizes: Any) -> tuple[tuple[int, ...], ...]:
+    """The ranges as tuples, refusing more than ``max_sizes`` (default MAX_SIZES) in one."""
+    limit = MAX_SIZES if max_sizes is None else max_sizes
+    for dim, r in enumerate(ranges):
+        check_budget(
+            len(r), limit, param="max_sizes", what="a list of input sizes",
+            received=f"sizes {r.start}..{r.stop - 1} in dimension {dim}", unit="sizes",
+            cli=False,
+        )  # fmt: skip
+    return tuple(tuple(r) for r in ranges)
 
 
 def _check_spec(spec: Any, kinds: Sequence[str], name: str = "spec") -> LayerSpec:
@@ -97,17 +140,32 @@ def _check_spec(spec: Any, kinds: Sequence[str], name: str = "spec") -> LayerSpe
     return spec
 
 
-def input_sizes_for(spec: LayerSpec, output_size: Any) -> tuple[tuple[int, ...], ...]:
-    """Per dimension, every input size that a conv or pooling layer maps to ``output_size``.
+def input_size_ranges(spec: LayerSpec, output_size: Any) -> tuple[range, ...]:
+    """Per dimension, the input sizes that a conv or pooling layer maps to ``output_size``, as
+    a ``range`` (consecutive sizes; empty where none, possible with ``ceil_mode``). O(log
+    stride) for any stride.
 
-    Empty where no input size gives that output (possible with ``ceil_mode``).
-
-    >>> input_sizes_for(LayerSpec.conv(3, stride=2, padding=1, ndim=1), 6)
-    ((11, 12),)
+    >>> input_size_ranges(LayerSpec.conv(3, stride=10**9, ndim=1), 2)
+    (range(1000000003, 2000000003),)
     """
     spec = _check_spec(spec, ("conv", "max_pool", "avg_pool"))
     out = spec.check_input_size(output_size, name="output_size")
     return tuple(_preimage(spec, dim, o) for dim, o in enumerate(out))
+
+
+def input_sizes_for(
+    spec: LayerSpec, output_size: Any, *, max_sizes: int | None = None
+) -> tuple[tuple[int, ...], ...]:
+    """Per dimension, every input size that a conv or pooling layer maps to ``output_size``.
+
+    Empty where no input size gives that output (possible with ``ceil_mode``). More than
+    ``max_sizes`` (default :data:`MAX_SIZES`) in one dimension is refused; the same sizes as
+    ``range`` objects, for any stride: :func:`input_size_ranges`.
+
+    >>> input_sizes_for(LayerSpec.conv(3, stride=2, padding=1, ndim=1), 6)
+    ((11, 12),)
+    """
+    return _listed(input_size_ranges(spec, output_size), max_sizes)
 
 
 def _conv_of(transpose: LayerSpec) -> LayerSpec:
@@ -125,24 +183,37 @@ def _conv_of(transpose: LayerSpec) -> LayerSpec:
     )
 
 
-def colliding_input_sizes(spec: LayerSpec, input_size: Any) -> tuple[tuple[int, ...], ...]:
+def colliding_size_ranges(spec: LayerSpec, input_size: Any) -> tuple[range, ...]:
+    """:func:`colliding_input_sizes` as ``range`` objects (consecutive sizes), for any stride.
+
+    >>> colliding_size_ranges(LayerSpec.conv_transpose(3, stride=2, padding=1, ndim=1), 6)
+    (range(11, 13),)
+    """
+    spec = _check_spec(spec, ("conv", "conv_transpose", "max_pool", "avg_pool"))
+    size = spec.check_input_size(input_size)
+    if spec.kind == "conv_transpose":
+        return input_size_ranges(_conv_of(spec), size)
+    return input_size_ranges(spec, spec.output_size(size))
+
+
+def colliding_input_sizes(
+    spec: LayerSpec, input_size: Any, *, max_sizes: int | None = None
+) -> tuple[tuple[int, ...], ...]:
     """Per dimension, the conv input sizes that collide.
 
     For a conv or pooling ``spec`` and its ``input_size``: every input size giving the same
     output. For a transposed conv and *its* input size: every input size of the matching
     convolution (same kernel, stride, padding, dilation) that gives that size; the transposed
     conv's ``output_padding`` picks one of them (``output_padding = size - min(sizes)``).
+    More than ``max_sizes`` (default :data:`MAX_SIZES`) in one dimension is refused
+    (:func:`colliding_size_ranges` gives them as ranges).
 
     >>> colliding_input_sizes(LayerSpec.conv_transpose(3, stride=2, padding=1, ndim=1), 6)
     ((11, 12),)
     >>> colliding_input_sizes(LayerSpec.conv(3, stride=2, padding=1, ndim=1), 12)
     ((11, 12),)
     """
-    spec = _check_spec(spec, ("conv", "conv_transpose", "max_pool", "avg_pool"))
-    size = spec.check_input_size(input_size)
-    if spec.kind == "conv_transpose":
-        return input_sizes_for(_conv_of(spec), size)
-    return input_sizes_for(spec, spec.output_size(size))
+    return _listed(colliding_size_ranges(spec, input_size), max_sizes)
 
 
 def transpose_size_range(spec: LayerSpec, input_size: Any) -> tuple[tuple[int, int], ...]:
@@ -254,5 +325,5 @@ def invert_conv(conv: LayerSpec, input_size: Any) -> ConvInverse:
         conv_output_size=out,
         transpose=transpose.replace(output_padding=pads),
         crop=crop,
-        colliding=input_sizes_for(conv, out),
+        colliding_ranges=input_size_ranges(conv, out),
     )
