@@ -35,9 +35,16 @@ import torch
 import torch.nn as nn
 
 from convlens._utils import check_int
-from convlens.arithmetic import LayerSpec, layer_triples
+from convlens.arithmetic import LayerSpec, count_layer_entries, layer_triples
 from convlens.errors import ParameterError, ParameterTypeError, UnsupportedModuleError
-from convlens.index import AxisTriples, axis_triples, exclusive_cumsum, flat_index, row_product
+from convlens.index import (
+    AxisTriples,
+    check_budget,
+    default_max_bytes,
+    exclusive_cumsum,
+    flat_index,
+    row_product,
+)
 
 __all__ = [
     "FORMATS",
@@ -48,7 +55,9 @@ __all__ = [
     "conv_bias_vector",
     "conv_geometry",
     "conv_matrix",
+    "conv_matrix_nbytes",
     "conv_transpose_geometry",
+    "nnz_upper_bound",
     "nnz_zero_padding",
 ]
 
@@ -90,13 +99,28 @@ class Geometry:
         """Per axis, the (output, tap, input) triples of the convolution."""
         return layer_triples(self.spec, self.input_size)
 
+    def triples_within(self, max_bytes: int | None) -> tuple[AxisTriples, ...]:
+        """:attr:`triples`, built (the first time) under the limit ``max_bytes``."""
+        if "triples" not in self.__dict__:
+            self.__dict__["triples"] = layer_triples(
+                self.spec, self.input_size, max_bytes=max_bytes
+            )
+        return self.triples
+
+    @functools.cached_property
+    def _sizes(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(the conv's input size, its output size), from the spec's arithmetic alone (no
+        triples are built, so an absurd size costs nothing until it is refused)."""
+        out = self.spec.output_size(self.input_size)
+        return (out, self.input_size) if self.transposed else (self.input_size, out)
+
     @property
     def size_in(self) -> tuple[int, ...]:
-        return tuple(t.in_length for t in self.triples)
+        return self._sizes[0]
 
     @property
     def size_out(self) -> tuple[int, ...]:
-        return tuple(t.out_length for t in self.triples)
+        return self._sizes[1]
 
     @property
     def kernel(self) -> tuple[int, ...]:
@@ -150,7 +174,7 @@ def _of(spec: LayerSpec, input_size: Any) -> Geometry:
 @functools.lru_cache(maxsize=256)
 def _geometry(spec: LayerSpec, size: tuple[int, ...]) -> Geometry:
     geom = Geometry(spec, size)
-    geom.triples  # noqa: B018 - computing them validates the input size (spec.output_size)
+    geom.size_in  # noqa: B018 - validates the input size (spec.output_size), builds nothing
     return geom
 
 
@@ -393,12 +417,69 @@ def _values(
     return vals.reshape(-1)
 
 
+def conv_matrix_nbytes(
+    geom: Geometry, dtype: torch.dtype = torch.float32, format: str = "csr"
+) -> int:
+    """An upper estimate of the bytes that building ``C`` of ``geom`` allocates, from the index
+    engine's closed-form counts (nothing is built): the values and indices of
+    :func:`nnz_upper_bound` non-zeros, the row offsets, the per-channel index pattern, and the
+    dense array for ``format="dense"``.
+
+    >>> conv_matrix_nbytes(conv_geometry((64, 3, 3, 3), 224, padding=1)) // 2**20  # MiB
+    776
+    """
+    _check_choice(format, "format", FORMATS)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    rows, cols = geom.shape
+    nnz = nnz_upper_bound(geom)
+    index = 4 if max(nnz, rows, cols) <= _INT32_MAX else 8
+    row_ch = geom.out_channels
+    total = nnz * (itemsize + index) + (rows + 1) * (index + 8)
+    total += (nnz // row_ch) * 64  # the per-channel pattern and its NumPy temporaries
+    total += sum(48 * m * k for m, k in zip(geom.size_out, geom.kernel))  # the axis triples
+    if format == "coo":
+        total += nnz * 24  # int64 row and column indices, and the row expansion
+    if format == "dense":
+        total += rows * cols * itemsize
+    return total
+
+
+def _check_size(
+    geom: Geometry, dtype: torch.dtype, format: str, transposed: bool, max_bytes: Any
+) -> int:
+    limit = default_max_bytes() if max_bytes is None else max_bytes
+    rows, cols = geom.shape[::-1] if transposed else geom.shape
+    return check_budget(
+        conv_matrix_nbytes(geom, dtype, format),
+        limit,
+        param="max_bytes",
+        what="a conv matrix",
+        received=(
+            f"C{'^T' if transposed else ''} of shape ({rows}, {cols}) with up to "
+            f"{nnz_upper_bound(geom):,} non-zeros ({geom.in_channels} -> {geom.out_channels} "
+            f"channels, {_show(geom.size_in)} -> {_show(geom.size_out)}; "
+            f"{str(dtype).removeprefix('torch.')}, {format})"
+        ),
+    )
+
+
+def _show(size: tuple[int, ...]) -> str:
+    return "x".join(map(str, size))
+
+
 def assemble(
-    weight: torch.Tensor, geom: Geometry, *, transposed: bool = False, format: str = "csr"
+    weight: torch.Tensor,
+    geom: Geometry,
+    *,
+    transposed: bool = False,
+    format: str = "csr",
+    max_bytes: int | None = None,
 ) -> torch.Tensor:
     """``C`` (or ``C^T`` with ``transposed``) of a validated :class:`Geometry`, from ``weight``.
 
     The engine under :func:`conv_matrix` and the matmul route of transposed convolution.
+    Refuses (before allocating) a matrix whose :func:`conv_matrix_nbytes` exceeds
+    ``max_bytes`` (default :func:`convlens.index.default_max_bytes`).
 
     >>> import torch
     >>> g = conv_geometry((1, 1, 2), 3)
@@ -407,6 +488,9 @@ def assemble(
             [2., 1.],
             [0., 2.]])
     """
+    _check_choice(format, "format", FORMATS)
+    limit = _check_size(geom, weight.dtype, format, transposed, max_bytes)
+    geom.triples_within(limit)
     pattern = _pattern(geom, transposed, weight.device)
     values = _values(weight, geom, pattern, transposed)
     if format == "coo":
@@ -474,6 +558,7 @@ def conv_matrix(
     padding_mode: str = "zeros",
     layout: Layout = "torch",
     format: Format = "csr",
+    max_bytes: int | None = None,
 ) -> torch.Tensor:
     """The matrix ``C`` of a convolution: ``vec(conv(x)) = C @ vec(x) + b`` for one sample.
 
@@ -494,6 +579,10 @@ def conv_matrix(
     has the weight's device and dtype and does not track gradients. See Dumoulin & Visin,
     arXiv:1603.07285, §2 and §4.
 
+    Before anything is built, the bytes ``C`` needs are estimated from the index engine's
+    counts (:func:`conv_matrix_nbytes`); over ``max_bytes`` (default: 2 GiB, or half the
+    available memory if less) the call is refused with the sizes and the estimate.
+
     >>> import torch, torch.nn.functional as F
     >>> w, x = torch.randn(4, 3, 3, 3), torch.randn(3, 6, 6)
     >>> C = conv_matrix(w, (6, 6), stride=2, padding=1)
@@ -511,7 +600,13 @@ def conv_matrix(
     }
     weight, geom, is_transpose, _ = _resolve(weight_or_module, input_size, geometry)
     # layout="torch" of a conv is C; of a transposed conv, C^T; "row" flips either.
-    return assemble(weight, geom, transposed=is_transpose != (layout == "row"), format=format)
+    return assemble(
+        weight,
+        geom,
+        transposed=is_transpose != (layout == "row"),
+        format=format,
+        max_bytes=max_bytes,
+    )
 
 
 def conv_bias_vector(
@@ -562,15 +657,27 @@ def nnz_zero_padding(geom: Geometry) -> int:
     """The number of non-zeros of ``C`` for zero padding (the same layer with
     ``padding_mode='zeros'``), from the index engine without building ``C``.
 
-    ``C_out · (C_in/groups) · ∏_j #{(o, k): 0 ≤ o·s + k·d − p < i}`` per spatial axis ``j``.
+    ``C_out · (C_in/groups) · ∏_j #{(o, k): 0 ≤ o·s + k·d − p < i}`` per spatial axis ``j``,
+    counted in closed form (:func:`convlens.arithmetic.count_layer_entries`).
 
     >>> nnz_zero_padding(conv_geometry((64, 3, 3, 3), 224, padding=1))
     86188800
     """
-    per_axis = 1
-    for t, k, s, d, pads in zip(
-        geom.triples, geom.kernel, geom.stride, geom.dilation, geom.spec.padding_pairs()
-    ):
-        zeros = axis_triples(t.in_length, k, s, pads, d, out_length=t.out_length)
-        per_axis *= len(zeros)
-    return geom.out_channels * (geom.in_channels // geom.groups) * per_axis
+    return _nnz(geom, "zeros")
+
+
+def nnz_upper_bound(geom: Geometry) -> int:
+    """At most this many non-zeros in ``C`` (exact for zero padding; with other padding modes
+    the taps that coincide near the borders make fewer), in closed form, building nothing.
+
+    >>> nnz_upper_bound(conv_geometry((1, 1, 3), 5, padding=1, padding_mode="reflect"))
+    15
+    """
+    return _nnz(geom, geom.padding_mode)
+
+
+def _nnz(geom: Geometry, mode: str) -> int:
+    spec = geom.spec
+    if spec.kind == "conv" and spec.padding_mode != mode:
+        spec = spec.replace(padding_mode=mode)
+    return count_layer_entries(spec, geom.input_size)

@@ -17,7 +17,11 @@ for deep learning*, arXiv:1603.07285, §4; Zeiler et al., *Deconvolutional netwo
 
 All four take exactly the arguments of ``F.conv_transpose1d/2d/3d``; the number of spatial
 dimensions follows from ``weight.dim()``, and the input may be batched ``(N, C, *spatial)`` or
-unbatched ``(C, *spatial)``.
+unbatched ``(C, *spatial)``. Input, weight and bias must share one dtype and one device; the
+dtypes are the floating-point and complex ones (:data:`DTYPES`; integer and bool tensors are
+refused by every route, as autograd cannot differentiate them). The matmul route computes
+float16 and bfloat16 in float32 (sparse matmul has no half-precision kernel on the CPU) and
+rounds the result once.
 
 >>> import torch, torch.nn.functional as F
 >>> x, w = torch.randn(1, 2, 5, 5), torch.randn(2, 3, 3, 3)
@@ -32,6 +36,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -41,16 +46,18 @@ import torch.nn.functional as F
 from convlens._utils import as_tuple, check_int
 from convlens.arithmetic import LayerSpec
 from convlens.errors import ParameterError, ParameterTypeError
-from convlens.index import exclusive_cumsum, grid_triples
-from convlens.matrix import Geometry, assemble, conv_transpose_geometry
+from convlens.index import check_budget, default_max_bytes, exclusive_cumsum, grid_triples
+from convlens.matrix import Geometry, assemble, conv_matrix_nbytes, conv_transpose_geometry
 
 __all__ = [
+    "DTYPES",
     "ROUTES",
     "RouteCheck",
     "conv_transpose_autograd",
     "conv_transpose_fractional",
     "conv_transpose_matmul",
     "conv_transpose_scatter",
+    "verify_nbytes",
     "verify_routes",
 ]
 
@@ -58,6 +65,43 @@ _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
 
 IntOrTuple = int | tuple[int, ...]
+
+#: The dtypes every route accepts (the same for input, weight and bias).
+DTYPES: tuple[torch.dtype, ...] = (
+    torch.float16,
+    torch.bfloat16,
+    torch.float32,
+    torch.float64,
+    torch.complex64,
+    torch.complex128,
+)
+_HALF = (torch.float16, torch.bfloat16)
+_DTYPE_NAMES = ", ".join(str(d).removeprefix("torch.") for d in DTYPES)
+
+
+def _check_tensor(value: Any, name: str, weight: torch.Tensor | None) -> None:
+    """One dtype and one device for input, weight and bias (``weight`` None: the weight)."""
+    dtype = str(value.dtype).removeprefix("torch.")
+    if value.dtype not in DTYPES:
+        raise ParameterTypeError(
+            name, f"a floating-point or complex tensor ({_DTYPE_NAMES})", value,
+            hint=f"{name} has dtype {dtype}",
+        )  # fmt: skip
+    if weight is not None and value.dtype != weight.dtype:
+        raise ParameterTypeError(
+            name, f"a tensor of the weight's dtype {str(weight.dtype).removeprefix('torch.')}",
+            value, hint=f"{name} has dtype {dtype}",
+        )  # fmt: skip
+    if weight is not None and value.device != weight.device:
+        raise ParameterTypeError(
+            name, f"a tensor on the weight's device {weight.device}", value,
+            hint=f"{name} is on device {value.device}",
+        )  # fmt: skip
+    if value.device.type == "meta":
+        raise ParameterTypeError(
+            name, "a tensor with values (not on the meta device)", value,
+            hint=f"{name} is on device {value.device}",
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -116,8 +160,8 @@ def _prepare(
             "input", f"{weight.shape[0]} channels (the weight's dim 0)", x.shape[1],
             hint=f"input shape {tuple(input.shape)}, weight shape {tuple(weight.shape)}",
         )  # fmt: skip
-    if input.dtype != weight.dtype:
-        raise ParameterError("input", f"dtype {weight.dtype} (the weight's)", input.dtype)
+    _check_tensor(weight, "weight", None)
+    _check_tensor(input, "input", weight)
     geom = conv_transpose_geometry(
         tuple(weight.shape), tuple(x.shape[2:]), stride=stride, padding=padding,
         output_padding=output_padding, groups=groups, dilation=dilation,
@@ -126,6 +170,7 @@ def _prepare(
     if bias is not None:
         if not isinstance(bias, torch.Tensor):
             raise ParameterTypeError("bias", "a torch.Tensor or None", bias)
+        _check_tensor(bias, "bias", weight)
         if tuple(bias.shape) != (c_out,):
             raise ParameterError("bias", f"a tensor of shape ({c_out},)", tuple(bias.shape))
     return _Call(x, weight, bias, geom, batched)
@@ -140,12 +185,16 @@ def conv_transpose_matmul(
     output_padding: IntOrTuple = 0,
     groups: int = 1,
     dilation: IntOrTuple = 1,
+    *,
+    max_bytes: int | None = None,
 ) -> torch.Tensor:
     """Transposed convolution as ``vec(y) = C^T vec(x)``, with the sparse conv matrix.
 
     ``C`` is the matrix of the matching convolution restricted to the input's positions (the
     ``output_padding`` rows are inputs of ``C`` that no output reaches). Gradients flow to
     ``input`` and ``bias``, not to ``weight`` (the matrix is built from its values).
+    float16 and bfloat16 are computed in float32 and rounded once. A ``C`` estimated over
+    ``max_bytes`` (default 2 GiB, or half the available memory) is refused before it is built.
     Dumoulin & Visin, arXiv:1603.07285, §4.1.
 
     >>> import torch, torch.nn.functional as F
@@ -154,22 +203,30 @@ def conv_transpose_matmul(
     True
     """
     call = _prepare(input, weight, bias, stride, padding, output_padding, groups, dilation)
-    c_t = assemble(call.weight, call.geom, transposed=True)  # (C_out * out, C_in * in)
+    dtype = call.x.dtype
+    work = torch.float32 if dtype in _HALF else dtype
+    # (C_out * out, C_in * in)
+    c_t = assemble(call.weight.to(work), call.geom, transposed=True, max_bytes=max_bytes)
     n = call.x.shape[0]
-    y = (c_t @ call.x.reshape(n, c_t.shape[1]).t()).t()
-    return call.finish(y.reshape(n, call.geom.in_channels, *call.geom.size_in))
+    y = (c_t @ call.x.to(work).reshape(n, c_t.shape[1]).t()).t()
+    y = y.reshape(n, call.geom.in_channels, *call.geom.size_in)
+    if call.bias is not None:
+        y = y + call.bias.to(work).reshape(1, -1, *([1] * call.ndim))
+    return call.finish(y.to(dtype), add_bias=False)
 
 
 @functools.lru_cache(maxsize=64)
-def _scatter_index(geom: Geometry) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+def _scatter_index(
+    geom: Geometry, max_bytes: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Where each (kernel tap, input pixel) pair lands, grouped by tap, from the index engine.
 
     Returns ``src`` (``tap * P + pixel``, P input pixels), ``tgt`` (the flat output pixel) for the
     pairs that land inside the output, and ``bounds`` (where each tap's pairs start and end).
     The conv's (output, tap, input) triples read backwards: the transposed conv's input pixel
-    is the conv's output, the pixel it reaches the conv's input.
+    is the conv's output, the pixel it reaches the conv's input. Built under ``max_bytes``.
     """
-    grid = grid_triples(geom.triples)
+    grid = grid_triples(geom.triples_within(max_bytes), max_bytes=max_bytes)
     n_in, n_k = math.prod(grid.out_shape), math.prod(grid.kernel_shape)
     order = np.argsort(grid.tap, kind="stable")  # by tap, then input pixel
     tap = grid.tap[order]
@@ -188,6 +245,8 @@ def conv_transpose_scatter(
     output_padding: IntOrTuple = 0,
     groups: int = 1,
     dilation: IntOrTuple = 1,
+    *,
+    max_bytes: int | None = None,
 ) -> torch.Tensor:
     """Transposed convolution by scattering: each input pixel adds into the pixels it reaches.
 
@@ -195,7 +254,9 @@ def conv_transpose_scatter(
     channel vector to output pixel ``n * stride + k * dilation - padding`` (``index_add_``);
     contributions that land outside the output (cropped by ``padding``) are dropped. This is
     the "output pixel -> input pixel" picture of the convolution read backwards (Dumoulin &
-    Visin, arXiv:1603.07285, §4; Zeiler et al., CVPR 2010).
+    Visin, arXiv:1603.07285, §4; Zeiler et al., CVPR 2010). The (tap, pixel) index pairs
+    estimated over ``max_bytes`` (default 2 GiB, or half the available memory) are refused
+    before they are built.
 
     >>> import torch, torch.nn.functional as F
     >>> x, w = torch.randn(1, 2, 3), torch.randn(2, 2, 3)
@@ -211,7 +272,7 @@ def conv_transpose_scatter(
     w = call.weight.reshape(g, c_in_g, c_out_g, math.prod(geom.kernel))
     n_in, n_k = x.shape[-1], w.shape[-1]
     out = x.new_zeros(n, g, c_out_g, math.prod(geom.size_in))
-    src, tgt, bounds = _scatter_index(geom)
+    src, tgt, bounds = _scatter_index(geom, max_bytes)
     src, tgt = src.to(x.device), tgt.to(x.device)
     # taps in chunks so that the weighted copies stay below ~2**24 elements
     per_tap = n * g * c_out_g * n_in
@@ -288,6 +349,8 @@ def conv_transpose_autograd(
     The matching convolution runs on an input of the transposed conv's output size (which is
     how ``output_padding`` enters), and ``torch.autograd.grad`` pulls ``input`` back through it
     as the output gradient. Differentiable (``create_graph``) when gradients are being recorded.
+    Complex tensors: autograd's pull-back is ``C^H`` (PyTorch's conjugate Wirtinger
+    convention), so the route returns ``conj(C^H conj(x)) = C^T x``, as ``F.conv_transposeNd``.
 
     >>> import torch, torch.nn.functional as F
     >>> x, w = torch.randn(1, 2, 3, 3, 3), torch.randn(2, 1, 2, 2, 2)
@@ -308,8 +371,10 @@ def conv_transpose_autograd(
         for have, want in reversed(list(zip(y.shape[2:], geom.size_out))):
             pads += [0, have - want]
         grad_out = F.pad(x, pads) if any(pads) else x
+        if x.is_complex():  # autograd pulls back with C^H (conjugate Wirtinger): C^T x = conj
+            grad_out = grad_out.conj()  # of C^H conj(x)
         (grad,) = torch.autograd.grad(y, probe, grad_outputs=grad_out, create_graph=create_graph)
-    return call.finish(grad)
+    return call.finish(grad.conj() if x.is_complex() else grad)
 
 
 #: The four routes by name (the CLI and the tests iterate over this).
@@ -330,6 +395,52 @@ class RouteCheck:
     ok: bool
 
 
+def _check_tol(tol: Any) -> float:
+    if isinstance(tol, bool) or not isinstance(tol, Real):
+        raise ParameterTypeError("tol", "a finite number >= 0", tol)
+    value = float(tol)
+    if not (math.isfinite(value) and value >= 0):
+        raise ParameterError("tol", "a finite number >= 0", tol)
+    return value
+
+
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ParameterTypeError("seed", "an int", seed)
+    if not -(2**63) <= seed < 2**64:
+        raise ParameterError("seed", "an int from -2**63 to 2**64 - 1 (torch.manual_seed)", seed)
+    return seed
+
+
+def verify_nbytes(geom: Geometry, batch: int) -> int:
+    """An upper estimate of what :func:`verify_routes` allocates for ``geom`` (float64):
+    input, weight, the reference and each route's output and temporaries, ``C`` of the
+    matmul route and the scatter route's index pairs.
+
+    >>> g = conv_transpose_geometry((2, 2, 3, 3), 5, stride=2, padding=1)
+    >>> verify_nbytes(g, 2) < 2**30
+    True
+    """
+    c_in, c_out = geom.out_channels, geom.in_channels  # the transposed conv's
+    x = batch * c_in * math.prod(geom.size_out)
+    y = batch * c_out * math.prod(geom.size_in)
+    w = c_in * (c_out // geom.groups) * math.prod(geom.kernel)
+    canvas = (
+        batch
+        * c_in
+        * math.prod(
+            (i - 1) * s + 1 + 2 * d * (k - 1)
+            for i, s, d, k in zip(geom.size_out, geom.stride, geom.dilation, geom.kernel)
+        )
+    )
+    pairs = math.prod(geom.size_out) * math.prod(geom.kernel)
+    return (
+        8 * (2 * x + w + 6 * y + canvas + 2**24)
+        + 16 * pairs
+        + conv_matrix_nbytes(geom, torch.float64)
+    )
+
+
 def verify_routes(
     input_size: IntOrTuple,
     kernel_size: IntOrTuple,
@@ -344,18 +455,24 @@ def verify_routes(
     batch: int = 2,
     seed: int = 0,
     tol: float = 1e-9,
+    max_bytes: int | None = None,
 ) -> tuple[tuple[int, ...], list[RouteCheck]]:
     """Run the four routes against ``F.conv_transposeNd`` on random float64 data.
 
-    ``channels`` is ``C`` or ``(C_in, C_out)`` of the transposed conv (default ``2*groups``).
-    Returns the reference output shape and one :class:`RouteCheck` per route.
+    ``channels`` is ``C`` or ``(C_in, C_out)`` of the transposed conv (default ``2*groups``);
+    ``tol`` a finite number >= 0. Every argument is checked and the memory the run needs
+    estimated (:func:`verify_nbytes`) before any tensor is made; over ``max_bytes`` (default
+    2 GiB, or half the available memory) the run is refused. Returns the reference output
+    shape and one :class:`RouteCheck` per route.
 
     >>> shape, checks = verify_routes(5, 3, stride=2, padding=1)
     >>> shape, all(c.ok for c in checks)
     ((2, 2, 9, 9), True)
     """
-    if dims not in (1, 2, 3):
+    if isinstance(dims, bool) or dims not in (1, 2, 3):
         raise ParameterError("dims", "1, 2 or 3", dims)
+    tol = _check_tol(tol)
+    seed = _check_seed(seed)
     spec = LayerSpec.conv_transpose(
         kernel_size, stride, padding, output_padding, groups, dilation, ndim=dims
     )
@@ -364,16 +481,32 @@ def verify_routes(
         raise ParameterError("channels", f"positive multiples of groups={groups}", (c_in, c_out))
     check_int(batch, "batch")
     size, kernel = spec.check_input_size(input_size), spec.kernel_size
+    w_shape = (c_in, c_out // groups, *kernel)
+    geom = conv_transpose_geometry(
+        w_shape, size, stride=stride, padding=padding, output_padding=output_padding,
+        groups=groups, dilation=dilation,
+    )  # fmt: skip
+    limit = default_max_bytes() if max_bytes is None else max_bytes
+    check_budget(
+        verify_nbytes(geom, batch),
+        limit,
+        param="max_bytes",
+        what="a verification run",
+        received=(
+            f"batch {batch}, {c_in} -> {c_out} channels, input {'x'.join(map(str, size))} -> "
+            f"output {'x'.join(map(str, geom.size_in))} in float64"
+        ),
+    )
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, c_in, *size, generator=gen, dtype=torch.float64)
-    w = torch.randn(c_in, c_out // groups, *kernel, generator=gen, dtype=torch.float64)
+    w = torch.randn(*w_shape, generator=gen, dtype=torch.float64)
     b = torch.randn(c_out, generator=gen, dtype=torch.float64)
     args = (b, stride, padding, output_padding, groups, dilation)
-    # validate through the library first, so bad geometry gives a convlens error
     _prepare(x, w, *args)
     ref = _CONV_T[dims](x, w, *args)
     checks = []
     for name, route in ROUTES.items():
-        diff = (route(x, w, *args) - ref).abs().max().item()
+        kw = {"max_bytes": limit} if name in ("matmul", "scatter") else {}
+        diff = (route(x, w, *args, **kw) - ref).abs().max().item()
         checks.append(RouteCheck(name, diff, diff <= tol))
     return tuple(ref.shape), checks
