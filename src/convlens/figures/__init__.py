@@ -11,6 +11,9 @@ of :mod:`convlens.figures.frames`; :mod:`convlens.figures.draw` only paints it.
 
 from convlens.figures.draw import (
     EXTENSIONS,
+    MAX_FPS,
+    MAX_FRAMES,
+    MIN_FPS,
     ConnectionScene,
     ConvScene,
     FractionalScene,
@@ -25,6 +28,8 @@ from convlens.figures.draw import (
     scatter_scene,
 )
 from convlens.figures.frames import (
+    MAX_CELLS,
+    MAX_MATRIX_CELLS,
     ConvFrames,
     FractionalFrames,
     ScatterFrames,
@@ -40,6 +45,11 @@ from convlens.figures.frames import (
 
 __all__ = [
     "EXTENSIONS",
+    "MAX_CELLS",
+    "MAX_FPS",
+    "MAX_FRAMES",
+    "MAX_MATRIX_CELLS",
+    "MIN_FPS",
     "ConnectionScene",
     "ConvFrames",
     "ConvScene",

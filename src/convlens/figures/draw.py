@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from convlens.errors import ParameterError
+from convlens.arithmetic import LayerSpec
+from convlens.errors import ParameterError, ParameterTypeError
 from convlens.figures.frames import (
     Cell,
     ConvFrames,
@@ -32,6 +33,7 @@ from convlens.figures.frames import (
     matrix_entries,
     transpose_scatter_frames,
 )
+from convlens.index import check_budget
 from convlens.io import atomic_path
 
 if TYPE_CHECKING:  # matplotlib and Pillow are imported when a picture is drawn
@@ -41,6 +43,9 @@ if TYPE_CHECKING:  # matplotlib and Pillow are imported when a picture is drawn
 
 __all__ = [
     "EXTENSIONS",
+    "MAX_FPS",
+    "MAX_FRAMES",
+    "MIN_FPS",
     "Scene",
     "connection_scene",
     "conv_scene",
@@ -51,6 +56,11 @@ __all__ = [
 ]
 
 EXTENSIONS = (".png", ".svg", ".gif")
+#: The default limit on the frames of a GIF (each frame is drawn: up to a second for the
+#: largest pictures :data:`~convlens.figures.frames.MAX_CELLS` allows).
+MAX_FRAMES = 300
+#: GIF speeds: a GIF holds frame delays of 10 ms to 655 s in centiseconds; 0.01 to 100 fps.
+MIN_FPS, MAX_FPS = 0.01, 100.0
 PAD = (0.86, 0.86, 0.86)  # padding / cropped cells
 INPUT = (0.84, 0.91, 1.0)  # input pixels
 ZERO = (1.0, 1.0, 1.0)  # inserted zeros, unread output cells
@@ -450,6 +460,15 @@ class ConnectionScene(Scene):
         self.fig.tight_layout()
 
 
+def _check_frames(n_frames: int, max_frames: int | None, what: str) -> None:
+    """Refuse an animation of more than ``max_frames`` frames (None: no limit)."""
+    if max_frames is not None:
+        check_budget(
+            n_frames, max_frames, param="max_frames", what="an animation",
+            received=what, unit="frames",
+        )  # fmt: skip
+
+
 def conv_scene(
     input_size: object,
     kernel_size: object,
@@ -457,11 +476,25 @@ def conv_scene(
     stride: object = 1,
     padding: object = 0,
     dilation: object = 1,
+    max_cells: int | None = None,
+    max_frames: int | None = None,
 ) -> ConvScene:
-    """The conv animation for a geometry (one frame per output pixel)."""
-    return ConvScene(
-        conv_frames(input_size, kernel_size, stride=stride, padding=padding, dilation=dilation)
-    )
+    """The conv animation for a geometry (one frame per output pixel).
+
+    Refused before anything is drawn over ``max_cells`` cells (default
+    :data:`~convlens.figures.frames.MAX_CELLS`) or, when given, ``max_frames`` frames (pass
+    it when every frame will be drawn, as :func:`save_scene` does for a GIF).
+    """
+    f = conv_frames(
+        input_size, kernel_size, stride=stride, padding=padding, dilation=dilation,
+        max_cells=max_cells,
+    )  # fmt: skip
+    _check_frames(f.n_frames, max_frames, f"one frame per output pixel of {_show(f.output_size)}")
+    return ConvScene(f)
+
+
+def _show(size: Cell) -> str:
+    return f"{size[0]}x{size[1]}"
 
 
 def scatter_scene(
@@ -472,18 +505,17 @@ def scatter_scene(
     padding: object = 0,
     output_padding: object = 0,
     dilation: object = 1,
+    max_cells: int | None = None,
+    max_frames: int | None = None,
 ) -> ScatterScene:
-    """The transposed conv's scatter view (one frame per input pixel)."""
-    return ScatterScene(
-        transpose_scatter_frames(
-            input_size,
-            kernel_size,
-            stride=stride,
-            padding=padding,
-            output_padding=output_padding,
-            dilation=dilation,
-        )
-    )
+    """The transposed conv's scatter view (one frame per input pixel); limits as
+    :func:`conv_scene`."""
+    f = transpose_scatter_frames(
+        input_size, kernel_size, stride=stride, padding=padding,
+        output_padding=output_padding, dilation=dilation, max_cells=max_cells,
+    )  # fmt: skip
+    _check_frames(f.n_frames, max_frames, f"one frame per input pixel of {_show(f.input_size)}")
+    return ScatterScene(f)
 
 
 def fractional_scene(
@@ -494,18 +526,17 @@ def fractional_scene(
     padding: object = 0,
     output_padding: object = 0,
     dilation: object = 1,
+    max_cells: int | None = None,
+    max_frames: int | None = None,
 ) -> FractionalScene:
-    """The transposed conv's fractionally strided view (one frame per output pixel)."""
-    return FractionalScene(
-        fractional_frames(
-            input_size,
-            kernel_size,
-            stride=stride,
-            padding=padding,
-            output_padding=output_padding,
-            dilation=dilation,
-        )
-    )
+    """The transposed conv's fractionally strided view (one frame per output pixel); limits
+    as :func:`conv_scene`."""
+    f = fractional_frames(
+        input_size, kernel_size, stride=stride, padding=padding,
+        output_padding=output_padding, dilation=dilation, max_cells=max_cells,
+    )  # fmt: skip
+    _check_frames(f.n_frames, max_frames, f"one frame per output pixel of {_show(f.output_size)}")
+    return FractionalScene(f)
 
 
 def matrix_scene(
@@ -516,13 +547,19 @@ def matrix_scene(
     padding: object = 0,
     dilation: object = 1,
     layout: str = "torch",
+    max_cells: int | None = None,
 ) -> MatrixScene:
-    """C as a coloured sparsity pattern (``layout="torch"``: (out, in) like the guide's 4×16)."""
+    """C as a coloured sparsity pattern (``layout="torch"``: (out, in) like the guide's 4×16).
+
+    A C of more than ``max_cells`` entries (default
+    :data:`~convlens.figures.frames.MAX_MATRIX_CELLS`) is refused before it is built.
+    """
     entries = matrix_entries(
-        input_size, kernel_size, stride=stride, padding=padding, dilation=dilation, layout=layout
-    )
-    f = conv_frames(input_size, kernel_size, stride=stride, padding=padding, dilation=dilation)
-    return MatrixScene(entries, f.kernel_size, layout)
+        input_size, kernel_size, stride=stride, padding=padding, dilation=dilation,
+        layout=layout, max_cells=max_cells,
+    )  # fmt: skip
+    k = LayerSpec.conv(kernel_size, ndim=2).kernel_size  # validated by matrix_entries
+    return MatrixScene(entries, (k[0], k[1]), layout)
 
 
 def connection_scene(
@@ -532,18 +569,33 @@ def connection_scene(
     stride: object = 1,
     padding: object = 0,
     dilation: object = 1,
+    max_cells: int | None = None,
 ) -> ConnectionScene:
-    """Input pixel ↔ output pixel lines coloured by kernel entry."""
-    f = conv_frames(input_size, kernel_size, stride=stride, padding=padding, dilation=dilation)
-    links = connections(input_size, kernel_size, stride=stride, padding=padding, dilation=dilation)
-    return ConnectionScene(links, f.input_size, f.output_size, f.kernel_size)
+    """Input pixel ↔ output pixel lines coloured by kernel entry; more than ``max_cells``
+    lines and points (default :data:`~convlens.figures.frames.MAX_CELLS`) is refused first."""
+    links = connections(
+        input_size, kernel_size, stride=stride, padding=padding, dilation=dilation,
+        max_cells=max_cells,
+    )  # fmt: skip
+    spec = LayerSpec.conv(kernel_size, stride, padding, dilation, ndim=2)  # validated above
+    n = spec.check_input_size(input_size)
+    o, k = spec.output_size(n), spec.kernel_size
+    return ConnectionScene(links, (n[0], n[1]), (o[0], o[1]), (k[0], k[1]))
 
 
 def save_scene(
-    scene: Scene, out: str | os.PathLike[str], *, frame: int | None = None, fps: float = 2.0
+    scene: Scene,
+    out: str | os.PathLike[str],
+    *,
+    frame: int | None = None,
+    fps: float = 2.0,
+    max_frames: int | None = MAX_FRAMES,
 ) -> Path:
     """Write ``scene`` to ``out``: ``.gif`` = every frame; ``.png`` / ``.svg`` = frame ``frame``
     (default 0). Written atomically; returns the path.
+
+    A GIF of more than ``max_frames`` frames (default :data:`MAX_FRAMES`; None: no limit) is
+    refused before a frame is drawn; ``fps`` is a number from :data:`MIN_FPS` to :data:`MAX_FPS`.
     """
     path = Path(out)
     ext = path.suffix.lower()
@@ -553,8 +605,12 @@ def save_scene(
         raise ParameterError("out", "a .png or .svg path for a still picture", str(out))
     if ext == ".gif" and frame is not None:
         raise ParameterError("frame", "None for a .gif (it holds every frame)", frame)
-    if not (isinstance(fps, (int, float)) and fps > 0):
-        raise ParameterError("fps", "a positive number", fps)
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)):
+        raise ParameterTypeError("fps", f"a number from {MIN_FPS:g} to {MAX_FPS:g}", fps)
+    if not MIN_FPS <= fps <= MAX_FPS:  # NaN fails both comparisons
+        raise ParameterError("fps", f"a number from {MIN_FPS:g} to {MAX_FPS:g}", fps)
+    if ext == ".gif":
+        _check_frames(scene.n_frames, max_frames, f"a GIF of {scene.n_frames:,} frames")
     if not path.parent.is_dir():
         raise ParameterError("out", "a path in an existing folder", str(out))
     with atomic_path(path) as tmp:

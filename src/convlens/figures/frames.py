@@ -20,11 +20,13 @@ from itertools import product
 
 import numpy as np
 
-from convlens.arithmetic import LayerSpec, layer_entries, layer_triples
+from convlens.arithmetic import LayerSpec, count_layer_entries, layer_entries, layer_triples
 from convlens.errors import ParameterError, ParameterTypeError
-from convlens.index import axis_triples, grid_triples
+from convlens.index import axis_triples, check_budget, grid_triples
 
 __all__ = [
+    "MAX_CELLS",
+    "MAX_MATRIX_CELLS",
     "ConvFrames",
     "FractionalFrames",
     "ScatterFrames",
@@ -40,6 +42,30 @@ __all__ = [
 
 Cell = tuple[int, int]
 _TWO_D = "an int or a pair of ints (figures are 2-D)"
+
+#: The default limit on the cells a grid picture draws (input canvas, kernel and output
+#: together; a connection picture: its lines and points), about a second per frame.
+MAX_CELLS = 10_000
+#: The default limit on the entries of C drawn as pixels by the matrix picture.
+MAX_MATRIX_CELLS = 1_000_000
+
+
+def _check_cells(cells: int, max_cells: int | None, default: int, received: str) -> None:
+    """Refuse a picture of more than ``max_cells`` cells before anything is built."""
+    check_budget(
+        cells,
+        default if max_cells is None else max_cells,
+        param="max_cells",
+        what="a figure",
+        received=received,
+        unit="cells",
+    )
+
+
+def _grids(*shapes: tuple[int, ...]) -> tuple[int, str]:
+    """Cells of the grids drawn side by side, and how to say it."""
+    cells = sum(a * b for a, b in shapes)
+    return cells, " + ".join(f"{a}x{b}" for a, b in shapes) + " grids"
 
 
 def _two(value: object, name: str) -> object:
@@ -153,14 +179,22 @@ def conv_frames(
     stride: object = 1,
     padding: object = 0,
     dilation: object = 1,
+    max_cells: int | None = None,
 ) -> ConvFrames:
     """The conv animation's content: which padded-input cells each output pixel reads.
+
+    The picture's cells (padded input, kernel and output) are counted first: more than
+    ``max_cells`` (default :data:`MAX_CELLS`) is refused before anything is built.
 
     >>> sorted(conv_frames(5, 3, stride=2, padding=1).reads(0))
     [(0, 0), (0, 1), (1, 0), (1, 1)]
     """
     spec = _conv_spec(kernel_size, stride, padding, dilation)
-    return _conv_frames(spec, spec.check_input_size(_two(input_size, "input_size")))
+    n = spec.check_input_size(_two(input_size, "input_size"))
+    out, p = spec.output_size(n), _pad_lo(spec)
+    cells, what = _grids((n[0] + 2 * p[0], n[1] + 2 * p[1]), spec.kernel_size, out)
+    _check_cells(cells, max_cells, MAX_CELLS, f"the conv picture's {what}")
+    return _conv_frames(spec, n)
 
 
 def transpose_output_size(
@@ -217,8 +251,12 @@ def transpose_scatter_frames(
     padding: object = 0,
     output_padding: object = 0,
     dilation: object = 1,
+    max_cells: int | None = None,
 ) -> ScatterFrames:
     """The scatter view's content: where each input pixel stamps the (dilated) kernel.
+
+    Over ``max_cells`` cells (input, kernel, uncropped output; default :data:`MAX_CELLS`) is
+    refused before anything is built.
 
     >>> f = transpose_scatter_frames(2, 3, stride=2)
     >>> f.output_size, f.stamps[1][:2]
@@ -229,6 +267,8 @@ def transpose_scatter_frames(
     out = spec.output_size(i)
     p = _pad_lo(spec)
     full = (out[0] + 2 * p[0], out[1] + 2 * p[1])
+    cells, what = _grids(i, spec.kernel_size, full)
+    _check_cells(cells, max_cells, MAX_CELLS, f"the scatter picture's {what}")
     # input pixel a stamps the kernel at a*s + t*d of the uncropped canvas: the adjoint conv's
     # (output, tap, input) triples over that canvas
     stamps = _windows(full, spec, i, spec.stride)
@@ -292,8 +332,12 @@ def fractional_frames(
     padding: object = 0,
     output_padding: object = 0,
     dilation: object = 1,
+    max_cells: int | None = None,
 ) -> FractionalFrames:
     """The fractionally strided view's content (zero insertion, padding, flipped kernel).
+
+    Over ``max_cells`` cells (canvas, kernel, output; default :data:`MAX_CELLS`) is refused
+    before anything is built.
 
     >>> f = fractional_frames(2, 3, stride=2)
     >>> f.canvas_size, f.input_cells, f.kernel_entry[0]
@@ -311,6 +355,8 @@ def fractional_frames(
         (i[0] - 1) * s[0] + 1 + 2 * edge[0] + op[0],
         (i[1] - 1) * s[1] + 1 + 2 * edge[1] + op[1],
     )
+    cells, what = _grids(canvas, k, out)
+    _check_cells(cells, max_cells, MAX_CELLS, f"the fractional picture's {what}")
     input_cells = tuple((edge[0] + a * s[0], edge[1] + b * s[1]) for a, b in _cells(i))
     # output a reads canvas cells p + a + t*d: a stride-1 conv over the canvas past the crop
     cropped = _windows((canvas[0] - p[0], canvas[1] - p[1]), spec, out, (1, 1))
@@ -331,10 +377,13 @@ def matrix_entries(
     padding: object = 0,
     dilation: object = 1,
     layout: str = "torch",
+    max_cells: int | None = None,
 ) -> np.ndarray:
     """C with each entry replaced by its kernel entry's number (1-based, C order), 0 where C is 0.
 
     ``layout="torch"``: shape (out, in) as the guide's 4×16 picture; ``"row"``: (in, out).
+    A dense C of more than ``max_cells`` entries (default :data:`MAX_MATRIX_CELLS`) is refused
+    before it is allocated.
 
     >>> matrix_entries(3, 2)[0].tolist()
     [1, 2, 0, 3, 4, 0, 0, 0, 0]
@@ -342,7 +391,16 @@ def matrix_entries(
     if layout not in ("torch", "row"):
         raise ParameterError("layout", "'torch' or 'row'", layout)
     spec = _conv_spec(kernel_size, stride, padding, dilation)
-    e = layer_entries(spec, _two(input_size, "input_size"))
+    n = spec.check_input_size(_two(input_size, "input_size"))
+    out = spec.output_size(n)
+    rows, cols = out[0] * out[1], n[0] * n[1]
+    _check_cells(
+        rows * cols,
+        max_cells,
+        MAX_MATRIX_CELLS,
+        f"the matrix picture's C of shape ({rows}, {cols})",
+    )
+    e = layer_entries(spec, n)
     m = np.zeros(e.shape, dtype=np.int64)
     m[e.out, e.inp] = e.weight_index + 1
     return m if layout == "torch" else m.T
@@ -382,15 +440,26 @@ def connections(
     stride: object = 1,
     padding: object = 0,
     dilation: object = 1,
+    max_cells: int | None = None,
 ) -> list[tuple[Cell, Cell, int]]:
     """The seed's connection view as data: ``(input pixel, output pixel, kernel entry)`` for every
-    non-zero of C (kernel entry 0-based, C order).
+    non-zero of C (kernel entry 0-based, C order). More than ``max_cells`` lines and points
+    (default :data:`MAX_CELLS`) is refused before anything is built.
 
     >>> connections(3, 2)[:2]
     [((0, 0), (0, 0), 0), ((0, 1), (0, 0), 1)]
     """
     spec = _conv_spec(kernel_size, stride, padding, dilation)
     n = spec.check_input_size(_two(input_size, "input_size"))
+    out = spec.output_size(n)
+    lines = count_layer_entries(spec, n)
+    points = n[0] * n[1] + out[0] * out[1]
+    _check_cells(
+        lines + points,
+        max_cells,
+        MAX_CELLS,
+        f"the connection picture's {lines:,} lines and {points:,} points",
+    )
     grid = grid_triples(layer_triples(spec, n))
     i_r, i_c = np.divmod(grid.inp, n[1])
     o_r, o_c = np.divmod(grid.out, grid.out_shape[1])

@@ -9,11 +9,13 @@ w_{11}
 """
 
 from convlens.symbolic.build import (
+    MAX_ENTRIES,
     SymbolicConv,
     numeric_matrix,
     symbol_grid,
     symbolic_conv,
     symbolic_conv_transpose,
+    symbolic_size,
     symbolic_undo,
 )
 from convlens.symbolic.render import SHOWS, render
@@ -28,6 +30,7 @@ from convlens.symbolic.text import (
 
 __all__ = [
     "FORMATS",
+    "MAX_ENTRIES",
     "SHOWS",
     "SymbolicConv",
     "latex_matrix",
@@ -38,6 +41,7 @@ __all__ = [
     "symbol_grid",
     "symbolic_conv",
     "symbolic_conv_transpose",
+    "symbolic_size",
     "symbolic_undo",
     "unicode_entry",
     "unicode_matrix",

@@ -17,6 +17,7 @@ w_{11}*x^{(l+1)}_{12} + w_{12}*x^{(l+1)}_{11}
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -26,13 +27,21 @@ from typing import Any, Literal
 import numpy as np
 import sympy as sp
 
-from convlens.arithmetic import LayerSpec, infer_ndim, invert_conv, layer_entries, layer_triples
+from convlens.arithmetic import (
+    LayerSpec,
+    count_layer_entries,
+    infer_ndim,
+    invert_conv,
+    layer_entries,
+    layer_triples,
+)
 from convlens.errors import ParameterError, ParameterTypeError
-from convlens.index import AxisTriples, ConvEntries
+from convlens.index import AxisTriples, ConvEntries, check_budget
 from convlens.symbolic.text import as_matrix, latex_matrix
 
 __all__ = [
     "INPUT",
+    "MAX_ENTRIES",
     "OUTPUT",
     "WEIGHT",
     "SymbolicConv",
@@ -40,11 +49,16 @@ __all__ = [
     "symbol_grid",
     "symbolic_conv",
     "symbolic_conv_transpose",
+    "symbolic_size",
     "symbolic_undo",
 ]
 
 Layout = Literal["torch", "row"]
 INPUT, OUTPUT, WEIGHT = "x^{(l)}", "x^{(l+1)}", "w"
+
+#: The default limit on the sympy entries (C's non-zeros plus the symbols) one symbolic
+#: convolution may build: about ten seconds and a hundred MB of sympy objects.
+MAX_ENTRIES = 100_000
 
 
 @lru_cache(maxsize=64)
@@ -243,12 +257,22 @@ class SymbolicConv:
                 out.append(sp.Add(*(window * self.w[oc]).ravel()))
         return sp.Matrix(out)
 
-    def C_by_diff(self, layout: Layout = "torch") -> sp.Matrix:
+    def C_by_diff(self, layout: Layout = "torch", *, max_entries: int | None = None) -> sp.Matrix:
         """C as the Jacobian d vec(y) / d vec(x) of :meth:`forward_by_sliding` (the seed's route,
         written with ``Matrix.jacobian``, which works on sympy >= 1.13 where ``Matrix.diff(Matrix)``
-        returns an array). Slow: O(len(y) × len(x)) derivatives.
+        returns an array). Slow: O(len(y) × len(x)) derivatives, refused over ``max_entries``
+        (default :data:`MAX_ENTRIES`).
         """
         _check_layout(layout)
+        rows, cols = self.shape
+        check_budget(
+            rows * cols,
+            MAX_ENTRIES if max_entries is None else max_entries,
+            param="max_entries",
+            what="a Jacobian",
+            received=f"C_by_diff of a C of shape ({rows}, {cols})",
+            unit="derivatives",
+        )
         jac = self.forward_by_sliding().jacobian(sp.Matrix(self.x.ravel()))
         return jac if layout == "torch" else jac.T
 
@@ -328,9 +352,13 @@ def symbolic_conv(
     out_channels: int = 1,
     groups: int = 1,
     index_base: int = 1,
+    max_entries: int | None = None,
 ) -> SymbolicConv:
     """The symbolic algebra of ``ConvNd(in_channels, out_channels, kernel_size, ...)`` on an
     input of ``input_size`` (zero padding). ``ndim`` comes from the first tuple given, else 2.
+
+    Its size is computed first (:func:`symbolic_size`): more than ``max_entries`` (default
+    :data:`MAX_ENTRIES`) non-zeros of C plus symbols is refused before any symbol is made.
 
     >>> symbolic_conv(5, 3, stride=2, padding=1).output_size
     (3, 3)
@@ -341,13 +369,46 @@ def symbolic_conv(
         in_channels=in_channels, out_channels=out_channels,
         ndim=infer_ndim(input_size, kernel_size, stride, padding, dilation),
     )  # fmt: skip
-    return _built(spec, input_size, index_base)
+    return _built(spec, input_size, index_base, max_entries)
 
 
-def _built(spec: LayerSpec, input_size: Any, index_base: int) -> SymbolicConv:
+def symbolic_size(spec: LayerSpec, input_size: Any) -> tuple[tuple[int, int], int, int]:
+    """What a :class:`SymbolicConv` of ``spec`` on ``input_size`` holds, computed without
+    building it: C's shape (torch layout), its non-zeros and the number of symbols (input,
+    output and kernel).
+
+    >>> symbolic_size(LayerSpec.conv(3), 1000)
+    ((996004, 1000000), 8964036, 1996013)
+    """
     size = spec.check_input_size(input_size)
-    spec.output_size(size)  # validates the input size before any symbol is made
-    return SymbolicConv(spec, size, _check_base(index_base))
+    out = spec.output_size(size)  # validates the input size before any symbol is made
+    if spec.kind == "conv_transpose":
+        size, out = out, size
+    sc = SymbolicConv(spec, spec.check_input_size(input_size))
+    c_in, c_out = sc.in_channels, sc.out_channels
+    rows, cols = c_out * math.prod(out), c_in * math.prod(size)
+    weights = c_out * (c_in // spec.groups) * math.prod(spec.kernel_size)
+    return (rows, cols), count_layer_entries(spec, input_size), rows + cols + weights
+
+
+def _built(
+    spec: LayerSpec, input_size: Any, index_base: int, max_entries: int | None
+) -> SymbolicConv:
+    size = spec.check_input_size(input_size)
+    base = _check_base(index_base)
+    (rows, cols), nnz, symbols = symbolic_size(spec, size)
+    check_budget(
+        nnz + symbols,
+        MAX_ENTRIES if max_entries is None else max_entries,
+        param="max_entries",
+        what="a symbolic convolution",
+        received=(
+            f"C of shape ({rows}, {cols}) with {nnz:,} non-zeros and {symbols:,} symbols "
+            f"(input {'x'.join(map(str, size))})"
+        ),
+        unit="entries",
+    )
+    return SymbolicConv(spec, size, base)
 
 
 def symbolic_conv_transpose(
@@ -362,11 +423,13 @@ def symbolic_conv_transpose(
     out_channels: int = 1,
     groups: int = 1,
     index_base: int = 1,
+    max_entries: int | None = None,
 ) -> SymbolicConv:
     """The symbolic algebra behind ``ConvTransposeNd(in_channels, out_channels, ...)`` applied
     to an input of ``input_size``: the conv it transposes maps the transposed output
     (size ``(i-1)s - 2p + d(k-1) + output_padding + 1``) back to ``input_size``; its
     :meth:`SymbolicConv.transpose` is the transposed convolution (symbols ``x^{(l+1)}`` in).
+    ``max_entries`` as for :func:`symbolic_conv`.
 
     >>> sc = symbolic_conv_transpose(2, 3, stride=2, output_padding=1)
     >>> sc.input_size, sc.output_padding
@@ -378,14 +441,16 @@ def symbolic_conv_transpose(
         in_channels=in_channels, out_channels=out_channels,
         ndim=infer_ndim(input_size, kernel_size, stride, padding, output_padding, dilation),
     )  # fmt: skip
-    return _built(spec, input_size, index_base)
+    return _built(spec, input_size, index_base, max_entries)
 
 
-def symbolic_undo(sc: SymbolicConv, output_padding: Any) -> SymbolicConv:
+def symbolic_undo(
+    sc: SymbolicConv, output_padding: Any, *, max_entries: int | None = None
+) -> SymbolicConv:
     """The symbolic algebra of the ``ConvTranspose(..., output_padding)`` applied to the output
     of the convolution ``sc`` (same kernel, stride, padding, dilation, groups; its input
     channels are the conv's output channels), whose own conv input grows to
-    ``(o-1)s - 2p + d(k-1) + output_padding + 1``.
+    ``(o-1)s - 2p + d(k-1) + output_padding + 1``; ``max_entries`` as for :func:`symbolic_conv`.
 
     >>> symbolic_undo(symbolic_conv(5, 3, stride=2), 1).input_size
     (6, 6)
@@ -397,7 +462,7 @@ def symbolic_undo(sc: SymbolicConv, output_padding: Any) -> SymbolicConv:
         c.kernel_size, c.stride, c.padding, output_padding, c.groups, c.dilation,
         in_channels=sc.out_channels, out_channels=sc.in_channels, ndim=c.ndim,
     )  # fmt: skip
-    return _built(spec, sc.output_size, sc.index_base)
+    return _built(spec, sc.output_size, sc.index_base, max_entries)
 
 
 def numeric_matrix(matrix: sp.MatrixBase, values: Mapping[sp.Symbol, sp.Expr]) -> np.ndarray:
