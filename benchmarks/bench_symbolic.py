@@ -19,8 +19,8 @@ import time
 import sympy as sp
 from sympy import Matrix, MatrixSymbol
 
+from convlens.index import clear_caches
 from convlens.symbolic import symbol_grid, symbolic_conv
-from convlens.symbolic._pattern import conv_pattern
 
 
 def seed_convolution(x: MatrixSymbol, w: MatrixSymbol, K: int, N: int) -> Matrix:
@@ -64,7 +64,7 @@ def main() -> None:
     print(f"sympy {sp.__version__}; input {N}x{N}, kernel {K}x{K}")
 
     def direct():  # type: ignore[no-untyped-def]
-        conv_pattern.cache_clear()  # cold: no cached pattern or symbols
+        clear_caches()  # cold: no cached pattern or symbols
         symbol_grid.cache_clear()
         return symbolic_conv(N, K).C(layout="row")
 

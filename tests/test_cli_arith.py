@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
+from convlens.arithmetic import LayerSpec
 from convlens.cli import main
 
 
@@ -30,8 +31,9 @@ def _conv_len(i: int, *args, **kwargs) -> int:
 
 def test_conv_prints_size_formula_and_inverse(capsys):
     code, out, _ = _run(
-        capsys, "conv", "--input", "5", "--kernel", "3", "--stride", "2", "--padding", "1"
-    )
+        capsys, "conv", "--input", "5", "--kernel", "3", "--stride", "2", "--padding", "1",
+        "--dims", "1",
+    )  # fmt: skip
     o = _conv_len(5, 3, stride=2, padding=1)
     assert code == 0
     assert f"input 5 -> output {o}" in out
@@ -44,8 +46,9 @@ def test_conv_prints_size_formula_and_inverse(capsys):
 
 def test_conv_ambiguous_input_names_output_padding_and_collisions(capsys):
     code, out, _ = _run(
-        capsys, "conv", "--input", "12", "--kernel", "3", "--stride", "2", "--padding", "1"
-    )
+        capsys, "conv", "--input", "12", "--kernel", "3", "--stride", "2", "--padding", "1",
+        "--dims", "1",
+    )  # fmt: skip
     colliding = [i for i in range(1, 20) if _conv_len(i, 3, stride=2, padding=1) == 6]
     assert code == 0
     assert f"conv input sizes giving 6: {', '.join(map(str, colliding))}  (ambiguous)" in out
@@ -60,7 +63,9 @@ def test_conv_per_dimension_lists_and_same_padding(capsys):
     assert code == 0
     assert "output_padding=(1, 0)" in out
     assert "input 12 x 11 -> output 6 x 6" in out
-    code, out, _ = _run(capsys, "conv", "--input", "7", "--kernel", "4", "--padding", "same")
+    code, out, _ = _run(
+        capsys, "conv", "--input", "7", "--kernel", "4", "--padding", "same", "--dims", "1"
+    )
     assert code == 0
     assert "drop the last 1" in out
     assert "((1, 2),)" in out
@@ -68,8 +73,9 @@ def test_conv_per_dimension_lists_and_same_padding(capsys):
 
 def test_transpose_prints_size_and_collisions(capsys):
     code, out, _ = _run(
-        capsys, "transpose", "--input", "6", "--kernel", "3", "--stride", "2", "--padding", "1"
-    )
+        capsys, "transpose", "--input", "6", "--kernel", "3", "--stride", "2", "--padding", "1",
+        "--dims", "1",
+    )  # fmt: skip
     o = nn.ConvTranspose1d(1, 1, 3, 2, 1)(torch.zeros(1, 1, 6)).shape[-1]
     assert code == 0
     assert f"input 6 -> output {o}" in out
@@ -87,6 +93,8 @@ def test_transpose_prints_size_and_collisions(capsys):
         "1",
         "--output-size",
         "12",
+        "--dims",
+        "1",
     )
     assert code == 0
     assert "input 6 -> output 12" in out
@@ -95,7 +103,17 @@ def test_transpose_prints_size_and_collisions(capsys):
 
 def test_pool_ceil_mode(capsys):
     code, out, _ = _run(
-        capsys, "pool", "--input", "6", "--kernel", "3", "--stride", "2", "--ceil-mode"
+        capsys,
+        "pool",
+        "--input",
+        "6",
+        "--kernel",
+        "3",
+        "--stride",
+        "2",
+        "--ceil-mode",
+        "--dims",
+        "1",
     )
     o = nn.MaxPool1d(3, 2, ceil_mode=True)(torch.zeros(1, 1, 6)).shape[-1]
     assert code == 0
@@ -103,6 +121,46 @@ def test_pool_ceil_mode(capsys):
     code, out, _ = _run(capsys, "pool", "--input", "5", "--kernel", "2", "--avg", "--dims", "2")
     assert code == 0
     assert "input 5 x 5 -> output 2 x 2" in out
+
+
+def test_a_plain_number_is_2d_as_in_the_library(capsys):
+    # one rule (LayerSpec / infer_ndim): --dims, else the longest comma list, else 2-D
+    conv = nn.Conv2d(1, 1, 3, stride=2, padding=1)(torch.zeros(1, 1, 5, 5)).shape[-2:]
+    code, out, _ = _run(
+        capsys, "conv", "--input", "5", "--kernel", "3", "--stride", "2", "--padding", "1"
+    )
+    assert code == 0
+    assert out.splitlines()[0].startswith("conv (2-D)")
+    assert f"input 5 x 5 -> output {conv[0]} x {conv[1]}" in out
+    assert "ConvTranspose2d(" in out
+    assert LayerSpec.conv(3, 2, 1).output_size(5) == tuple(conv)
+    t = nn.ConvTranspose2d(1, 1, 3, 2, 1)(torch.zeros(1, 1, 6, 6)).shape[-2:]
+    code, out, _ = _run(
+        capsys, "transpose", "--input", "6", "--kernel", "3", "--stride", "2", "--padding", "1"
+    )
+    assert code == 0
+    assert f"input 6 x 6 -> output {t[0]} x {t[1]}" in out
+    assert "dim 1: conv input sizes giving 6: 11, 12  (ambiguous)" in out
+    p = nn.MaxPool2d(3, 2, ceil_mode=True)(torch.zeros(1, 1, 6, 6)).shape[-2:]
+    code, out, _ = _run(
+        capsys, "pool", "--input", "6", "--kernel", "3", "--stride", "2", "--ceil-mode"
+    )
+    assert code == 0
+    assert f"input 6 x 6 -> output {p[0]} x {p[1]}" in out
+    # a comma list still sets the dimensions, and --dims wins
+    code, out, _ = _run(capsys, "conv", "--input", "5,6,7", "--kernel", "3")
+    assert code == 0
+    assert "input 5 x 6 x 7 -> output 3 x 4 x 5" in out
+    code, out, _ = _run(capsys, "conv", "--input", "5", "--kernel", "3", "--dims", "3")
+    assert "input 5 x 5 x 5 -> output 3 x 3 x 3" in out
+    # --output-size with N and C in front does not count as dimensions
+    code, out, _ = _run(
+        capsys, "transpose", "--input", "6", "--kernel", "3", "--stride", "2", "--padding", "1",
+        "--output-size", "1,1,12,11",
+    )  # fmt: skip
+    t = nn.ConvTranspose2d(1, 1, 3, 2, 1)(torch.zeros(1, 1, 6, 6), output_size=[1, 1, 12, 11])
+    assert code == 0
+    assert f"input 6 x 6 -> output {t.shape[-2]} x {t.shape[-1]}" in out
 
 
 def test_model_table_lists_every_conv_and_pool(capsys):

@@ -493,7 +493,7 @@ def test_cli_errors_exit_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> 
         main(["symbolic", "--input", "4,x", "--kernel", "3"])
     assert exc.value.code == 2
     assert (
-        "--input: expected an int or a comma list of ints, received '4,x'"
+        "--input: expected an int or a comma list of ints (one per spatial dimension, at most 3), received '4,x'"
         in capsys.readouterr().err
     )
 

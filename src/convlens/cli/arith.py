@@ -7,13 +7,14 @@ size parser (``5`` or ``5,7``) and the geometry options that ``symbolic`` and ``
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import click
 
 from convlens.arithmetic import (
     LayerSpec,
-    colliding_input_sizes,
+    colliding_size_ranges,
     infer_ndim,
     invert_conv,
     output_padding_for,
@@ -24,15 +25,18 @@ from convlens.arithmetic import (
 from convlens.errors import ParameterError
 from convlens.lint.overlap import overlap_map
 
+_INT = re.compile(r"\s*[+-]?[0-9]+\s*")
+
 
 class Ints(click.ParamType):
-    """An int or a comma list of ints, one per dimension (``5`` or ``5,7``); ``words`` are
-    accepted as they are (``same``, ``valid``)."""
+    """An int or a comma list of at most ``max_len`` ints, one per dimension (``5`` or ``5,7``);
+    ``words`` are accepted as they are, in any case (``same``, ``valid``). Digits are ASCII."""
 
     name = "INT[,INT...]"
 
-    def __init__(self, words: tuple[str, ...] = ()) -> None:
-        self.words = words
+    def __init__(self, words: tuple[str, ...] = (), max_len: int = 3, what: str = "") -> None:
+        self.words, self.max_len = words, max_len
+        self.what = what or f"one per spatial dimension, at most {max_len}"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: Any) -> Any:
         if not isinstance(value, str):
@@ -40,17 +44,25 @@ class Ints(click.ParamType):
         text = value.strip().lower()
         if text in self.words:
             return text
+        name = param.opts[0] if param is not None and param.opts else "value"
+        extra = f", or {' / '.join(self.words)}" if self.words else ""
+        expected = f"an int or a comma list of ints ({self.what}){extra}"
+        parts = text.split(",")
+        if len(parts) > self.max_len or not all(_INT.fullmatch(p) for p in parts):
+            raise ParameterError(name, expected, value)
         try:
-            items = tuple(int(v) for v in text.split(","))
-        except ValueError:
-            extra = f", or {' / '.join(self.words)}" if self.words else ""
-            name = param.opts[0] if param is not None and param.opts else "value"
-            raise ParameterError(name, f"an int or a comma list of ints{extra}", value) from None
+            items = tuple(int(v) for v in parts)
+        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+            raise ParameterError(name, expected, value) from None
         return items[0] if len(items) == 1 else items
 
 
 INTS = Ints()
 PADDING = Ints(("same", "valid"))
+#: ``--output-size``: the spatial size, or with the batch and channel sizes in front.
+SIZE_NC = Ints(max_len=5, what="spatial sizes, optionally after N and C")
+#: ``--channels``: C (in = out) or C_IN,C_OUT.
+CHANNELS = Ints(max_len=2, what="C, or C_IN,C_OUT")
 
 
 def geometry_options(fn: Any) -> Any:
@@ -73,8 +85,8 @@ def geometry_options(fn: Any) -> Any:
 
 
 def _ndim(dims: int | None, *values: Any) -> int:
-    # a calculator: a plain number is a length (1-D) unless a comma list or --dims says more
-    return dims if dims is not None else infer_ndim(*values, default=1)
+    # the library's one rule: --dims, else the longest comma list, else 2-D (as LayerSpec)
+    return dims if dims is not None else infer_ndim(*values)
 
 
 def _show(values: tuple[int, ...] | list[int]) -> str:
@@ -93,10 +105,13 @@ def _formulas(spec: LayerSpec, size: tuple[int, ...]) -> None:
             break
 
 
-def _collisions(sizes: tuple[tuple[int, ...], ...], what: str, out: tuple[int, ...]) -> None:
+def _collisions(sizes: tuple[range, ...], what: str, out: tuple[int, ...]) -> None:
     for dim, group in enumerate(sizes):
         where = f"dim {dim}: " if len(sizes) > 1 else ""
-        listed = ", ".join(map(str, group)) if group else "none"
+        if len(group) > 8:
+            listed = f"{group[0]}, {group[1]}, ..., {group[-1]} ({len(group):,} sizes)"
+        else:
+            listed = ", ".join(map(str, group)) if group else "none"
         note = "  (ambiguous)" if len(group) > 1 else ""
         click.echo(f"{where}{what} giving {out[dim]}: {listed}{note}")
 
@@ -105,7 +120,7 @@ _DIMS = click.option(
     "--dims",
     type=click.IntRange(1, 3),
     default=None,
-    help="Spatial dimensions (default: the longest comma list, else 1).",
+    help="Spatial dimensions (default: the longest comma list, else 2, as the library).",
 )
 
 
@@ -113,7 +128,8 @@ _DIMS = click.option(
 def arith() -> None:
     """Convolution arithmetic: output sizes, inverses, receptive fields.
 
-    Sizes are an int or a comma list with one int per dimension (5 or 5,7).
+    Sizes are an int or a comma list with one int per dimension (5 or 5,7). A plain int is
+    2-D (5 means 5x5) unless --dims or a comma list says otherwise, as in the library.
     """
 
 
@@ -143,7 +159,7 @@ def conv_cmd(
             f"  then drop the last {_show(crop)} output rows: padding='same' is asymmetric "
             f"{spec.padding_pairs()} here and a transposed conv pads symmetrically"
         )
-    _collisions(inv.colliding, "conv input sizes", inv.conv_output_size)
+    _collisions(inv.colliding_ranges, "conv input sizes", inv.conv_output_size)
     if inv.ambiguous:
         click.echo(
             f"output_padding={_per_dim(inv.output_padding)} picks {_show(inv.input_size)} "
@@ -159,7 +175,7 @@ def conv_cmd(
 @click.option("--output-padding", type=INTS, default=0, show_default=True)
 @click.option("--dilation", type=INTS, default=1, show_default=True)
 @click.option(
-    "--output-size", type=INTS, default=None, help="Solve for output_padding, as forward does."
+    "--output-size", type=SIZE_NC, default=None, help="Solve for output_padding, as forward does."
 )
 @_DIMS
 def transpose_cmd(
@@ -173,7 +189,9 @@ def transpose_cmd(
     dims: int | None,
 ) -> None:
     """Output size of a transposed convolution and the conv input sizes that collide."""
-    n = _ndim(dims, input_size, kernel, stride, padding, output_padding, dilation, output_size)
+    # --output-size may hold N and C in front: it implies the dimensions only as 1-3 sizes
+    spatial = output_size if not (isinstance(output_size, tuple) and len(output_size) > 3) else 1
+    n = _ndim(dims, input_size, kernel, stride, padding, output_padding, dilation, spatial)
     spec = LayerSpec.conv_transpose(kernel, stride, padding, output_padding, 1, dilation, ndim=n)
     if output_size is not None:
         spec = spec.replace(output_padding=output_padding_for(spec, input_size, output_size))
@@ -185,7 +203,7 @@ def transpose_cmd(
     ranges = transpose_size_range(spec, size)
     reach = ", ".join(f"{lo}..{hi}" for lo, hi in ranges)
     click.echo(f"output_size= reaches {reach} (output_padding 0..stride-1)")
-    _collisions(colliding_input_sizes(spec, size), "conv input sizes", size)
+    _collisions(colliding_size_ranges(spec, size), "conv input sizes", size)
     click.echo(overlap_map(spec, size).describe())
 
 
@@ -219,7 +237,7 @@ def pool_cmd(
     click.echo(spec.summary())
     click.echo(f"input {_show(size)} -> output {_show(out)}")
     _formulas(spec, size)
-    _collisions(colliding_input_sizes(spec, size), "input sizes", out)
+    _collisions(colliding_size_ranges(spec, size), "input sizes", out)
 
 
 @arith.command("model", short_help="Shapes and receptive fields of a torchvision model.")

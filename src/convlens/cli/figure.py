@@ -12,6 +12,9 @@ import click
 
 from convlens.cli.arith import INTS, geometry_options
 from convlens.figures import (
+    MAX_CELLS,
+    MAX_FRAMES,
+    MAX_MATRIX_CELLS,
     Scene,
     connection_scene,
     conv_scene,
@@ -34,12 +37,31 @@ _FRAME = click.option(
     help="For a .png/.svg still: which frame (0-based, as in the library; default 0).",
 )
 _FPS = click.option(
-    "--fps", type=float, default=2.0, show_default=True, help="GIF frames per second."
+    "--fps", type=float, default=2.0, show_default=True, help="GIF frames per second (0.01-100)."
+)
+_MAX_CELLS = click.option(
+    "--max-cells",
+    type=int,
+    default=MAX_CELLS,
+    show_default=True,
+    help="Refuse (before drawing) a picture of more grid cells than this.",
+)
+_MAX_FRAMES = click.option(
+    "--max-frames",
+    type=int,
+    default=MAX_FRAMES,
+    show_default=True,
+    help="Refuse (before drawing) a GIF of more frames than this.",
 )
 
 
-def _save(scene: Scene, out: str, frame: int | None, fps: float) -> None:
-    path = save_scene(scene, out, frame=frame, fps=fps)
+def _gif_frames(out: str, max_frames: int) -> int | None:
+    """The frame limit to build with: every frame of a .gif is drawn; a still draws one."""
+    return max_frames if out.lower().endswith(".gif") else None
+
+
+def _save(scene: Scene, out: str, frame: int | None, fps: float, max_frames: int | None) -> None:
+    path = save_scene(scene, out, frame=frame, fps=fps, max_frames=max_frames)
     if path.suffix.lower() == ".gif":
         click.echo(f"wrote {path} ({scene.n_frames} frames)")
     else:
@@ -56,6 +78,8 @@ def figure() -> None:
 @_OUT
 @_FRAME
 @_FPS
+@_MAX_CELLS
+@_MAX_FRAMES
 def conv_cmd(
     input_size: Any,
     kernel_size: Any,
@@ -65,10 +89,15 @@ def conv_cmd(
     out: str,
     frame: int | None,
     fps: float,
+    max_cells: int,
+    max_frames: int,
 ) -> None:
     """The kernel sliding over the padded input, one frame per output pixel."""
-    scene = conv_scene(input_size, kernel_size, stride=stride, padding=padding, dilation=dilation)
-    _save(scene, out, frame, fps)
+    scene = conv_scene(
+        input_size, kernel_size, stride=stride, padding=padding, dilation=dilation,
+        max_cells=max_cells, max_frames=_gif_frames(out, max_frames),
+    )  # fmt: skip
+    _save(scene, out, frame, fps, max_frames)
 
 
 @figure.command("transpose")
@@ -85,6 +114,8 @@ def conv_cmd(
 @_OUT
 @_FRAME
 @_FPS
+@_MAX_CELLS
+@_MAX_FRAMES
 def transpose_cmd(
     input_size: Any,
     kernel_size: Any,
@@ -96,6 +127,8 @@ def transpose_cmd(
     out: str,
     frame: int | None,
     fps: float,
+    max_cells: int,
+    max_frames: int,
 ) -> None:
     """A transposed convolution (--input is its input size) in the scatter or fractional view."""
     make = scatter_scene if view == "scatter" else fractional_scene
@@ -106,8 +139,10 @@ def transpose_cmd(
         padding=padding,
         output_padding=output_padding,
         dilation=dilation,
+        max_cells=max_cells,
+        max_frames=_gif_frames(out, max_frames),
     )
-    _save(scene, out, frame, fps)
+    _save(scene, out, frame, fps, max_frames)
 
 
 @figure.command("matrix")
@@ -127,6 +162,13 @@ def transpose_cmd(
     help="Pattern only: torch (out, in) as the guide's 4x16, or the seed's row (in, out).",
 )
 @_OUT
+@click.option(
+    "--max-cells",
+    type=int,
+    default=None,
+    help="Refuse (before building) a picture of more entries of C (pattern) or lines and "
+    f"points (connections) than this [default: {MAX_MATRIX_CELLS:,} and {MAX_CELLS:,}].",
+)
 def matrix_cmd(
     input_size: Any,
     kernel_size: Any,
@@ -136,14 +178,15 @@ def matrix_cmd(
     view: str,
     layout: str,
     out: str,
+    max_cells: int | None,
 ) -> None:
     """The conv matrix C as a coloured pattern or as input-output connections (.png / .svg)."""
-    kw = {"stride": stride, "padding": padding, "dilation": dilation}
+    kw = {"stride": stride, "padding": padding, "dilation": dilation, "max_cells": max_cells}
     if view == "pattern":
         scene: Scene = matrix_scene(input_size, kernel_size, layout=layout, **kw)
     else:
         scene = connection_scene(input_size, kernel_size, **kw)
-    _save(scene, out, None, 2.0)
+    _save(scene, out, None, 2.0, None)
 
 
 @figure.command("overlap")

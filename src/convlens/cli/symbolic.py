@@ -9,15 +9,22 @@ from typing import Any
 
 import click
 
-from convlens.cli.arith import INTS, geometry_options
-from convlens.symbolic import FORMATS, SHOWS, render, symbolic_conv, symbolic_undo
+from convlens.cli.arith import CHANNELS, INTS, geometry_options
+from convlens.symbolic import (
+    FORMATS,
+    MAX_ENTRIES,
+    SHOWS,
+    render,
+    symbolic_conv,
+    symbolic_undo,
+)
 
 
 @click.command("symbolic")
 @geometry_options
 @click.option(
     "--channels",
-    type=INTS,
+    type=CHANNELS,
     default=1,
     show_default=True,
     help="Channels: C (in = out = C) or CIN,COUT.",
@@ -45,6 +52,13 @@ from convlens.symbolic import FORMATS, SHOWS, render, symbolic_conv, symbolic_un
     "--max-cols", type=int, default=16, show_default=True, help="Elide columns beyond this."
 )
 @click.option("--blocks", is_flag=True, help="Split large matrices into blocks instead of eliding.")
+@click.option(
+    "--max-entries",
+    type=int,
+    default=MAX_ENTRIES,
+    show_default=True,
+    help="Refuse (before building) more non-zeros of C plus symbols than this.",
+)
 def symbolic_cmd(
     input_size: Any,
     kernel_size: Any,
@@ -61,6 +75,7 @@ def symbolic_cmd(
     max_rows: int,
     max_cols: int,
     blocks: bool,
+    max_entries: int,
 ) -> None:
     """Derive C, the conv output and the transposed-conv result with sympy.
 
@@ -70,9 +85,10 @@ def symbolic_cmd(
     sc = symbolic_conv(
         input_size, kernel_size, stride=stride, padding=padding, dilation=dilation,
         in_channels=cin, out_channels=cout, groups=groups, index_base=0 if zero_based else 1,
+        max_entries=max_entries,
     )  # fmt: skip
     if output_padding is not None:
-        sc = symbolic_undo(sc, output_padding)
+        sc = symbolic_undo(sc, output_padding, max_entries=max_entries)
     text = render(sc, show, fmt, layout=layout, max_rows=max_rows, max_cols=max_cols, blocks=blocks)
     click.echo(text)
 

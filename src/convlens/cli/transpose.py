@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from convlens.cli.arith import INTS
+from convlens.cli.arith import CHANNELS, INTS
 from convlens.transpose import verify_routes
 
 
@@ -40,7 +40,7 @@ def transpose() -> None:
 @click.option(
     "--channels",
     default=None,
-    type=INTS,
+    type=CHANNELS,
     help="C (in and out) or C_IN,C_OUT of the transposed conv [default: 2*groups].",
 )
 @click.option(
@@ -53,7 +53,13 @@ def transpose() -> None:
     default=1e-9,
     type=float,
     show_default=True,
-    help="Largest accepted max-abs difference (float64).",
+    help="Largest accepted max-abs difference (float64), a finite number >= 0.",
+)
+@click.option(
+    "--max-bytes",
+    default=None,
+    type=int,
+    help="Refuse a run estimated to need more memory [default: 2 GiB, or half the available].",
 )
 def verify(
     input_size: Any,
@@ -68,6 +74,7 @@ def verify(
     batch: int,
     seed: int,
     tol: float,
+    max_bytes: int | None,
 ) -> None:
     """Run the four routes against F.conv_transposeNd on random float64 data.
 
@@ -86,6 +93,7 @@ def verify(
         batch=batch,
         seed=seed,
         tol=tol,
+        max_bytes=max_bytes,
     )
     click.echo(f"F.conv_transpose{dims}d output shape {shape}, float64, tolerance {tol:g}")
     click.echo(f"{'route':<12}{'max |diff|':>12}  result")
