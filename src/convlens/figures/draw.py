@@ -86,7 +86,14 @@ class _Grid:
 
         self.ax, self.shape = ax, shape
         self.cells: dict[Cell, Rectangle] = {}
-        fontsize = max(5.0, min(9.0, 60.0 / max(shape)))
+        # labels no larger than the cells they sit in (a big canvas shrinks every grid)
+        box, (w_in, h_in) = ax.get_position(), ax.figure.get_size_inches()
+        cell_pt = 72 * min(
+            box.width * w_in / (shape[1] + 0.2), box.height * h_in / (shape[0] + 0.2)
+        )
+        fontsize = min(max(5.0, min(9.0, 60.0 / max(shape))), 0.3 * cell_pt)
+        if fontsize < 3.5:
+            labels = None
         for r in range(shape[0]):
             for c in range(shape[1]):
                 rect = Rectangle((c, r), 1, 1, facecolor=ZERO, edgecolor="0.55", linewidth=0.6)
