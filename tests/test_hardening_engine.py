@@ -50,7 +50,7 @@ from convlens.figures import (
 from convlens.figures import draw as figures_draw
 from convlens.index import axis_triples, check_budget, conv_entries, grid_triples
 from convlens.matrix import conv_geometry, conv_matrix, conv_matrix_nbytes, nnz_upper_bound
-from convlens.symbolic import MAX_ENTRIES, symbolic_conv, symbolic_size
+from convlens.symbolic import MAX_ENTRIES, printed_entries, render, symbolic_conv, symbolic_size
 from convlens.transpose import ROUTES, conv_transpose_matmul, verify_routes
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -209,6 +209,25 @@ def test_max_entries_raises_the_symbolic_limit():
     assert sc.C().nnz() == nnz
     with pytest.raises(ParameterError, match=r"max_entries: expected a Jacobian"):
         sc.C_by_diff(max_entries=10)
+
+
+def test_printed_entries_are_counted_before_rendering():
+    sc = symbolic_conv(4, 3)
+    # blocks print every entry: count the Markdown table cells of C (row layout: 16 x 4)
+    text = render(sc, "C", "markdown", max_rows=5, max_cols=3, blocks=True)
+    body = [line for line in text.splitlines() if line.startswith("| $x")]  # labelled rows
+    cells = sum(line.count("|") - 2 for line in body)  # minus the label column
+    assert cells == printed_entries(sc, "C", max_rows=5, max_cols=3, blocks=True) == 16 * 4
+    with pytest.raises(ParameterError, match=r"max_entries: expected a printed derivation"):
+        render(sc, "C", "markdown", blocks=True, max_entries=63)
+    big = symbolic_conv(60, 3)  # allowed to exist (its C is built only on use) ...
+    with bounded(60), pytest.raises(ParameterError) as info:
+        render(big, "C", blocks=True)  # ... not to be printed whole
+    rows, cols = meta_conv_shape((1, 1, 60, 60), (1, 1, 3, 3))[-1] ** 2, 3600
+    assert f"C of shape ({cols}, {rows}) in blocks: {rows * cols:,} printed entries" in str(
+        info.value
+    )
+    assert printed_entries(big, "C") == 32 * 16  # elided: the kept rows and columns
 
 
 def test_figure_cells_are_refused_before_building_and_match_pytorchs_sizes():
@@ -505,6 +524,11 @@ HOSTILE: list[tuple[str, str]] = [
     ("symbolic --input 5 --kernel 3 --output-padding 5", r"output_padding: expected a value"),
     ("symbolic --input 1,2,3,4 --kernel 3", r"--input: expected .*at most 3"),
     ("symbolic --input 5 --kernel 3 --groups 2", r"groups: expected a divisor"),
+    ("symbolic --input 60 --kernel 3 --blocks", r"max_entries: expected a printed derivation"),
+    (
+        "symbolic --input 60 --kernel 3 --max-rows 9999 --max-cols 9999",
+        r"max_entries: expected a printed derivation",
+    ),
     # figure
     ("figure conv --input 1000 --kernel 3 --out OUT/a.gif", r"max_cells: expected a figure"),
     ("figure conv --input 30 --kernel 3 --out OUT/a.gif", r"max_frames: expected an animation"),

@@ -57,7 +57,8 @@ from convlens.symbolic import (
     type=int,
     default=MAX_ENTRIES,
     show_default=True,
-    help="Refuse (before building) more non-zeros of C plus symbols than this.",
+    help="Refuse (before building) more non-zeros of C plus symbols, or (before printing) "
+    "more printed entries, than this.",
 )
 def symbolic_cmd(
     input_size: Any,
@@ -89,7 +90,10 @@ def symbolic_cmd(
     )  # fmt: skip
     if output_padding is not None:
         sc = symbolic_undo(sc, output_padding, max_entries=max_entries)
-    text = render(sc, show, fmt, layout=layout, max_rows=max_rows, max_cols=max_cols, blocks=blocks)
+    text = render(
+        sc, show, fmt, layout=layout, max_rows=max_rows, max_cols=max_cols, blocks=blocks,
+        max_entries=max_entries,
+    )  # fmt: skip
     click.echo(text)
 
 

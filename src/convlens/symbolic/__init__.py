@@ -18,7 +18,7 @@ from convlens.symbolic.build import (
     symbolic_size,
     symbolic_undo,
 )
-from convlens.symbolic.render import SHOWS, render
+from convlens.symbolic.render import SHOWS, printed_entries, render
 from convlens.symbolic.text import (
     FORMATS,
     latex_matrix,
@@ -36,6 +36,7 @@ __all__ = [
     "latex_matrix",
     "markdown_matrix",
     "numeric_matrix",
+    "printed_entries",
     "render",
     "render_matrix",
     "symbol_grid",
