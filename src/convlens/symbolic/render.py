@@ -98,14 +98,14 @@ def render(
     printed = printed_entries(
         sc, show, layout=layout, max_rows=max_rows, max_cols=max_cols, blocks=blocks
     )
-    rows, cols = sc.shape[::-1] if layout == "row" else sc.shape
+    c_rows, c_cols = sc.shape[::-1] if layout == "row" else sc.shape
     check_budget(
         printed,
         MAX_ENTRIES if max_entries is None else max_entries,
         param="max_entries",
         what="a printed derivation",
         received=(
-            f"show={show!r} with C of shape ({rows}, {cols})"
+            f"show={show!r} with C of shape ({c_rows}, {c_cols})"
             + (" in blocks" if blocks else f", max_rows={max_rows}, max_cols={max_cols}")
         ),
         unit="printed entries",
