@@ -537,6 +537,10 @@ HOSTILE: list[tuple[str, str]] = [
     ("figure conv --input 5 --kernel 3 --out OUT/a.gif --fps nan", r"fps: expected a number"),
     ("figure conv --input 5 --kernel 3 --padding 100000 --out OUT/a.png", r"max_cells"),
     ("figure conv --input 5 --kernel 3 --out OUT/a.txt", r"out: expected a path ending in"),
+    (
+        "figure conv --input 5 --kernel 3 --out /proc/convlens.png",  # not writable: --out named
+        r"out: expected a path in a folder convlens can write, received '/proc/convlens.png'",
+    ),
     ("figure conv --input 5,5,5 --kernel 3 --out OUT/a.png", r"input_size: expected .*2-D"),
     ("figure conv --input 5 --kernel 3 --out OUT/a.png --frame 100", r"frame: expected an int"),
     ("figure conv --input 5 --kernel 3 --out OUT/a.png --max-cells 0", r"max_cells: expected a"),

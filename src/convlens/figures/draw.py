@@ -620,21 +620,26 @@ def save_scene(
         _check_frames(scene.n_frames, max_frames, f"a GIF of {scene.n_frames:,} frames")
     if not path.parent.is_dir():
         raise ParameterError("out", "a path in an existing folder", str(out))
-    with atomic_path(path) as tmp:
-        if ext == ".gif":
-            from PIL import Image
+    try:
+        with atomic_path(path) as tmp:
+            if ext == ".gif":
+                from PIL import Image
 
-            images = [Image.fromarray(scene.rgb(k)) for k in range(scene.n_frames)]
-            images[0].save(
-                tmp,
-                format="GIF",
-                save_all=True,
-                append_images=images[1:],
-                duration=int(1000 / fps),
-                loop=0,
-                optimize=False,
-            )
-        else:
-            scene.show(0 if frame is None else frame)
-            scene.fig.savefig(tmp, format=ext[1:])
+                images = [Image.fromarray(scene.rgb(k)) for k in range(scene.n_frames)]
+                images[0].save(
+                    tmp,
+                    format="GIF",
+                    save_all=True,
+                    append_images=images[1:],
+                    duration=int(1000 / fps),
+                    loop=0,
+                    optimize=False,
+                )
+            else:
+                scene.show(0 if frame is None else frame)
+                scene.fig.savefig(tmp, format=ext[1:])
+    except OSError as exc:  # name --out, not the temporary file beside it
+        raise ParameterError(
+            "out", "a path in a folder convlens can write", str(out), hint=exc.strerror
+        ) from None
     return path
