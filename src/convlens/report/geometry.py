@@ -112,7 +112,7 @@ def _fields(model: Any, size: tuple[int, ...]) -> tuple[dict[str, Any], str | No
     try:
         fields = receptive_fields(model, size)
     except ConvLensError as exc:
-        return {}, f"No receptive fields: {exc}"
+        return {}, f"Receptive fields are given for chains of conv and pooling layers: {exc}"
     return {f.path: f for f in fields}, None
 
 
@@ -154,9 +154,7 @@ def _ratio(value: float) -> str:
 
 def _colliding(layer: LayerLint) -> str:
     def axis(sizes: Sequence[int], pads: Sequence[int | None]) -> str:
-        return ", ".join(
-            str(s) if p is None else f"{s} (output_padding {p})" for s, p in zip(sizes, pads)
-        )
+        return ", ".join(str(s) if p is None else f"{s} (op {p})" for s, p in zip(sizes, pads))
 
     texts = [axis(s, p) for s, p in zip(layer.colliding, layer.output_paddings)]
     if len(set(texts)) == 1:
@@ -172,7 +170,6 @@ def _lint_table(result: ModelLint) -> Table:
             (
                 layer.path,
                 layer.role,
-                layer.spec.describe(),
                 f"{_times(layer.input_size)} → {_times(layer.output_size)}",
                 "input (gradient)" if m.gradient else "output",
                 f"{m.phase_min}–{m.phase_max}",
@@ -186,13 +183,12 @@ def _lint_table(result: ModelLint) -> Table:
     columns = (
         "layer",
         "role",
-        "geometry",
         "size",
         "overlap on",
         "interior overlap",
         "ratio",
         "dead pixels",
-        "colliding inputs",
+        "colliding inputs (op: output_padding)",
         "flagged",
         "suggestion",
     )

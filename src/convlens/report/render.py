@@ -82,6 +82,7 @@ FILTER_PX = 56
 PANEL_PX = 168
 THUMB_PX = 32
 FIGURE_PX = 960
+OVERLAP_PX = 560
 _QUERY = re.compile(r"\?[a-z_]+=[0-9a-z,]+(&[a-z_]+=[0-9a-z,]+)*")
 
 
@@ -438,7 +439,7 @@ def _geometry_view(section: GeometrySection, assets: _Assets) -> dict[str, Any]:
     overlaps = [
         {
             "figure": o,
-            "img": assets.add(o.picture, f"geometry/overlap-{i:02d}", FIGURE_PX, upscale=False),
+            "img": assets.add(o.picture, f"geometry/overlap-{i:02d}", OVERLAP_PX, upscale=False),
         }
         for i, o in enumerate(section.overlaps)
     ]
