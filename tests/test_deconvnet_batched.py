@@ -45,9 +45,9 @@ def per_target(monkeypatch, model, x, targets, rule):
     """``project`` with the rules engine running one ``autograd.grad`` per target."""
     calls = []
 
-    def loop(model, inputs, layers, rule, cotangents_of, memory_budget=0):
+    def loop(model, inputs, counts, rule, cotangents_of, memory_budget=0):
         calls.append(1)
-        return RULES_MODULE._loop_vjp(model, inputs, layers, rule, cotangents_of)
+        return RULES_MODULE._loop_vjp(model, inputs, counts, rule, cotangents_of)
 
     with monkeypatch.context() as m:
         m.setattr(PROJECT, "batched_vjp", loop)
@@ -80,16 +80,23 @@ def test_batches_sized_to_the_budget_equal_one_batch(monkeypatch):
     sizes = []
     real_vmap = torch.func.vmap
 
-    def spy(fn, in_dims=0, chunk_size=None, **kw):
-        sizes.append(chunk_size)
-        return real_vmap(fn, in_dims=in_dims, chunk_size=chunk_size, **kw)
+    def spy(fn, in_dims=0, **kw):
+        inner = real_vmap(fn, in_dims=in_dims, **kw)
+
+        def run(*args):
+            sizes.append(next(a.shape[0] for a, d in zip(args, in_dims) if d == 0))
+            return inner(*args)
+
+        return run
 
     monkeypatch.setattr(torch.func, "vmap", spy)
     one = project(model, x, targets, engine="rules")
-    # largest module output per sample: the stem conv, 64 x 16 x 16; four copies, 8 bytes
-    per_target = 4 * 8 * 64 * 16 * 16 * 2
+    assert sizes == [6]
+    # largest module output per sample: the stem conv, 64 x 16 x 16; sixteen copies, 8 bytes
+    per_target = 16 * 8 * 64 * 16 * 16 * 2
+    sizes.clear()
     two = project(model, x, targets, engine="rules", memory_budget=2 * per_target + 1)
-    assert sizes == [6, 2]
+    assert sizes == [2, 2, 2]
     torch.testing.assert_close(two.projections, one.projections, rtol=1e-12, atol=1e-14)
     with pytest.raises(ParameterError, match=f"memory_budget: expected at least {per_target}"):
         project(model, x, targets, engine="rules", memory_budget=per_target - 1)
@@ -153,4 +160,4 @@ def test_batched_vjp_errors_of_the_model_are_not_swallowed():
             raise RuntimeError("boom inside the model")
 
     with pytest.raises(RuntimeError, match="boom inside the model"):
-        batched_vjp(Broken(), torch.ones(1, 1, 2), [""], "deconvnet", lambda layer, a: a[None])
+        batched_vjp(Broken(), torch.ones(1, 1, 2), {"": 1}, "deconvnet", lambda _l, a, _r: a[None])

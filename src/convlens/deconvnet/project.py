@@ -394,24 +394,27 @@ def _run_rules(
     rule: str,
     memory_budget: int,
 ) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
-    """All targets of a layer backpropagated in one batched pass
+    """All targets of a layer backpropagated in vmapped batches
     (:func:`~convlens.deconvnet.rules.batched_vjp`) through one recorded forward pass."""
     groups = _groups(targets)
-    layers = list(groups)
     n = inputs.shape[0]
-    parts: dict[str, tuple[Tensor, Tensor]] = {}
+    found: dict[str, tuple[Tensor, Tensor]] = {}
 
-    def signal_of(layer: str, activation: Tensor) -> Tensor:
+    def signal_of(layer: str, activation: Tensor, rows: slice) -> Tensor:
         members = groups[layer]
-        signal, values, positions = select(activation, [targets[t] for t in members])
-        parts[layer] = (values, positions)
-        # (T, N, ...): one cotangent per target, each a batch of the N inputs
-        return signal.reshape(n, len(members), *activation.shape[1:]).transpose(0, 1)
+        if layer not in found:
+            values, positions, _ = locate(activation, [targets[t] for t in members])
+            found[layer] = (values, positions)
+        chosen = [targets[t] for t in members[rows]]
+        signal = select(activation, chosen)[0]
+        # (t, N, ...): one cotangent per target, each a batch of the N inputs
+        return signal.reshape(n, len(chosen), *activation.shape[1:]).transpose(0, 1)
 
-    grads = batched_vjp(model, inputs, layers, rule, signal_of, memory_budget)
+    counts = {layer: len(members) for layer, members in groups.items()}
+    grads = batched_vjp(model, inputs, counts, rule, signal_of, memory_budget)
     return {
-        layer: (grads[layer].transpose(0, 1), *parts[layer])  # (N, T, ...)
-        for layer in layers
+        layer: (grads[layer].transpose(0, 1), *found[layer])  # (N, T, ...)
+        for layer in groups
     }
 
 

@@ -151,14 +151,18 @@ def capture_outputs(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[st
             handle.remove()
 
 
+Cotangents = Callable[[str, Tensor, slice], Tensor]
+
+
 def _loop_vjp(
     model: nn.Module,
     inputs: Tensor,
-    layers: Sequence[str],
+    counts: dict[str, int],
     rule: str,
-    cotangents_of: Callable[[str, Tensor], Tensor],
+    cotangents_of: Cotangents,
 ) -> dict[str, Tensor]:
     """:func:`batched_vjp` by plain autograd, one ``autograd.grad`` per target."""
+    layers = list(counts)
     x = inputs.detach().clone().requires_grad_(True)
     with torch.enable_grad(), capture_outputs(model, layers) as seen, relu_rule(rule):
         model(x)
@@ -166,12 +170,12 @@ def _loop_vjp(
     grads = {}
     for k, layer in enumerate(layers):
         activation = seen[layer]
-        cotangents = cotangents_of(layer, activation.detach())
         rows = []
-        for m in range(cotangents.shape[0]):
-            last = k == len(layers) - 1 and m == cotangents.shape[0] - 1
+        for m in range(counts[layer]):
+            (cotangent,) = cotangents_of(layer, activation.detach(), slice(m, m + 1))
+            last = k == len(layers) - 1 and m == counts[layer] - 1
             (grad,) = torch.autograd.grad(
-                activation, x, cotangents[m], retain_graph=not last, allow_unused=True
+                activation, x, cotangent, retain_graph=not last, allow_unused=True
             )
             rows.append(torch.zeros_like(x) if grad is None else grad)
         grads[layer] = torch.stack(rows).detach()
@@ -195,30 +199,33 @@ def _check_seen(layers: Sequence[str], seen: dict[str, Tensor]) -> None:
 def batched_vjp(
     model: nn.Module,
     inputs: Tensor,
-    layers: Sequence[str],
+    counts: dict[str, int],
     rule: str,
-    cotangents_of: Callable[[str, Tensor], Tensor],
+    cotangents_of: Cotangents,
     memory_budget: int = 1 << 30,
 ) -> dict[str, Tensor]:
-    """Backpropagate many signals from each layer of ``layers`` to ``inputs`` under ``rule``:
-    one forward pass, then per layer one vmapped backward pass over all its signals.
+    """Backpropagate ``counts[layer]`` signals from each layer to ``inputs`` under ``rule``:
+    one forward pass, then per layer vmapped backward passes over batches of its signals.
 
-    ``cotangents_of(layer, activation)`` gives the signals (T, *activation.shape) for the
-    layer's output; the result maps each layer to (T, *inputs.shape). The forward runs under
-    ``torch.func.vjp`` with every ReLU routed to :class:`RuleReLU`; the T backward passes run as
-    one, ``torch.func.vmap`` over the vector-Jacobian product, in chunks of targets sized to
-    ``memory_budget`` bytes (about four times the largest module output per target). Where
+    ``cotangents_of(layer, activation, rows)`` gives the signals ``rows`` (a slice of
+    ``range(counts[layer])``) for the layer's output, (len(rows), *activation.shape); the
+    result maps each layer to (counts[layer], *inputs.shape). The forward runs under
+    ``torch.func.vjp`` with every ReLU routed to :class:`RuleReLU`; the backward passes of a
+    batch run as one, ``torch.func.vmap`` over the vector-Jacobian product, batches sized to
+    ``memory_budget`` bytes (about sixteen times the largest module output per signal: vmap's
+    rules copy saved tensors to the batch, measured on VGG16 and ResNet-18). Where
     ``torch.func`` cannot run the model (a custom ``autograd.Function`` without
     ``setup_context``, an op vmap refuses), the same products are computed one
-    ``autograd.grad`` per target.
+    ``autograd.grad`` per signal.
 
     >>> net = nn.Sequential(nn.Conv1d(1, 2, 3), nn.ReLU())
-    >>> def ones(layer, act):
-    ...     return torch.ones(3, *act.shape)
-    >>> batched_vjp(net, torch.randn(1, 1, 6), ["1"], "deconvnet", ones)["1"].shape
+    >>> def ones(layer, act, rows):
+    ...     return torch.ones(len(range(3)[rows]), *act.shape)
+    >>> batched_vjp(net, torch.randn(1, 1, 6), {"1": 3}, "deconvnet", ones)["1"].shape
     torch.Size([3, 1, 1, 6])
     """
     check_rule(rule)
+    layers = list(counts)
     largest = [int(inputs[0].numel()) if inputs.shape[0] else 0]
 
     def record(_m: nn.Module, _args: Any, output: Any) -> None:
@@ -238,30 +245,34 @@ def batched_vjp(
     except RuntimeError as exc:
         if not _unsupported_by_func(exc):
             raise
-        return _loop_vjp(model, inputs, layers, rule, cotangents_of)
+        return _loop_vjp(model, inputs, counts, rule, cotangents_of)
     finally:
         for handle in handles:
             handle.remove()
-    per_target = 4 * inputs.element_size() * largest[0] * max(inputs.shape[0], 1)
-    if per_target > memory_budget:
+    per_signal = 16 * inputs.element_size() * largest[0] * max(inputs.shape[0], 1)
+    if per_signal > memory_budget:
         raise ParameterError(
             "memory_budget",
-            f"at least {per_target} bytes: the reversed pass of one target needs about that much",
+            f"at least {per_signal} bytes: the reversed pass of one target needs about that much",
             memory_budget,
             hint="raise memory_budget (bytes)",
         )
+    chunk = max(1, memory_budget // per_signal)
     grads = {}
     for k, layer in enumerate(layers):
-        cotangents = cotangents_of(layer, outputs[k].detach())
-        chunk = max(1, min(cotangents.shape[0], memory_budget // per_target))
-        rest = tuple(torch.zeros_like(o) for o in outputs)
-        args = tuple(cotangents if j == k else rest[j] for j in range(len(layers)))
+        activation = outputs[k].detach()
+        rest = [torch.zeros_like(o) for o in outputs]
         dims = tuple(0 if j == k else None for j in range(len(layers)))
-        try:
-            (grad,) = torch.func.vmap(lambda *c: vjp_fn(c), in_dims=dims, chunk_size=chunk)(*args)
-        except RuntimeError as exc:
-            if not _unsupported_by_func(exc):
-                raise
-            return _loop_vjp(model, inputs, layers, rule, cotangents_of)
-        grads[layer] = grad.detach()
+        out = inputs.new_empty((counts[layer], *inputs.shape))
+        for lo in range(0, counts[layer], chunk):
+            rows = slice(lo, min(lo + chunk, counts[layer]))
+            rest[k] = cotangents_of(layer, activation, rows)
+            try:
+                (grad,) = torch.func.vmap(lambda *c: vjp_fn(c), in_dims=dims)(*rest)
+            except RuntimeError as exc:
+                if not _unsupported_by_func(exc):
+                    raise
+                return _loop_vjp(model, inputs, counts, rule, cotangents_of)
+            out[rows] = grad.detach()
+        grads[layer] = out
     return grads

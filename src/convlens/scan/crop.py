@@ -277,7 +277,9 @@ def _project_layer(
             for r in range(len(unique)):
                 members = [t for t in range(len(part)) if int(rows[t]) == r]
                 targets = [Target(layer, part[t][3], part[t][4]) for t in members]
-                full = project(net, images[r : r + 1], targets, rule=rule).projections[0]
+                full = project(
+                    net, images[r : r + 1], targets, rule=rule, method="full"
+                ).projections[0]
                 proj_rows.append((members, full))
             proj = torch.zeros((len(part), cin, *box_size), dtype=dtype, device=device)
             for members, full in proj_rows:
