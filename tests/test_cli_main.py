@@ -117,3 +117,28 @@ def test_train_demo_on_a_truncated_gz_is_an_error(tmp_path):
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("convlens: error:")
     assert not (tmp_path / "w.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["arith", "conv", "--dims", "7", "--input", "3"], "'--dims'"),
+        (["arith", "conv", "--bogus"], "'--bogus'"),
+        (["nosuch"], "'nosuch'"),
+        (["scan", "--batch-size", "abc"], "--batch-size"),
+    ],
+)
+def test_usage_errors_are_one_line(argv, needle, capsys):
+    assert _run(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("convlens: error: ")
+    assert needle in err[0]
+    assert "--help" in err[0]
+
+
+def test_a_bare_group_prints_its_help(capsys):
+    assert _run(["arith"]) == 2
+    captured = capsys.readouterr()
+    assert "Usage:" in captured.out + captured.err
+    assert "conv" in captured.out + captured.err

@@ -163,6 +163,8 @@ def test_arith_transpose_prints_the_overlap_line(capsys, k, s, p, d):
         capsys,
         "arith",
         "transpose",
+        "--dims",
+        "1",
         "--input",
         "6",
         "--kernel",

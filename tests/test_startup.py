@@ -170,7 +170,18 @@ def test_help_table_matches_each_commands_own_short_help() -> None:
 
 def test_arith_conv_loads_nothing_heavy() -> None:
     out, probe = run_cli(
-        "arith", "conv", "--input", "12", "--kernel", "3", "--stride", "2", "--padding", "1"
+        "arith",
+        "conv",
+        "--dims",
+        "1",
+        "--input",
+        "12",
+        "--kernel",
+        "3",
+        "--stride",
+        "2",
+        "--padding",
+        "1",
     )
     assert probe["code"] == 0
     expected = F.conv1d(torch.zeros(1, 1, 12), torch.zeros(1, 1, 3), stride=2, padding=1).shape[-1]
@@ -193,7 +204,7 @@ def test_arith_transpose_loads_nothing_heavy() -> None:
         "--output-padding",
         "1",
     )
-    out, probe = run_cli("arith", "transpose", *args)
+    out, probe = run_cli("arith", "transpose", "--dims", "1", *args)
     assert probe["code"] == 0
     expected = F.conv_transpose1d(
         torch.zeros(1, 1, 6), torch.zeros(1, 1, 3), stride=2, padding=1, output_padding=1
@@ -205,7 +216,9 @@ def test_arith_transpose_loads_nothing_heavy() -> None:
 @pytest.mark.parametrize("avg", [False, True])
 def test_arith_pool_loads_nothing_heavy(avg: bool) -> None:
     flags = ["--avg"] if avg else []
-    out, probe = run_cli("arith", "pool", "--input", "12", "--kernel", "3", "--stride", "2", *flags)
+    out, probe = run_cli(
+        "arith", "pool", "--dims", "1", "--input", "12", "--kernel", "3", "--stride", "2", *flags
+    )
     assert probe["code"] == 0
     pool = F.avg_pool1d if avg else F.max_pool1d
     assert _output_size(out) == pool(torch.zeros(1, 1, 12), 3, stride=2).shape[-1]

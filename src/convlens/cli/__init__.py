@@ -155,8 +155,16 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="convlens", standalone_mode=False)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a group called bare: its help
+            exc.show()
+            sys.exit(exc.exit_code)
+        # One line, like every other error: the message names the option, plus where help is.
+        command = exc.ctx.command_path if exc.ctx is not None else "convlens"
+        click.echo(f"convlens: error: {exc.format_message()} (see '{command} --help')", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"convlens: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except (click.exceptions.Abort, KeyboardInterrupt) as exc:
         if isinstance(exc.__cause__, EOFError):

@@ -120,6 +120,7 @@ def lint_cmd(
     model_spec: str,
     weights: str | None,
     allow_random: bool,
+    seed: int,
     input_size: Any,
     channels: int | None,
     strict: bool,
@@ -144,7 +145,7 @@ def lint_cmd(
         model_spec = model
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        loaded = load_model(model_spec, weights=weights, allow_random=allow_random)
+        loaded = load_model(model_spec, weights=weights, allow_random=allow_random, seed=seed)
     for w in caught:
         click.echo(f"convlens: warning: {w.message}", err=True)
     size = input_size if input_size is not None else loaded.input_size
