@@ -358,3 +358,31 @@ def test_errors_name_the_parameter():
         weighted_overlap(LayerSpec.conv_transpose(3, 2, ndim=1), 4, np.ones((1, 1, 4)))
     with pytest.raises(ParameterError, match="at layer 1"):
         compound_overlap([LayerSpec.conv(3, ndim=1), LayerSpec.conv(5, ndim=1)], 5)
+
+
+def test_an_absurd_overlap_is_refused_before_allocating():
+    """Stride 10**5 would need ~150 GiB of counts: refused with the estimate, nothing built."""
+    import tracemalloc
+
+    up = LayerSpec.conv_transpose(3, stride=100_000, ndim=2)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ParameterError, match=r"^max_bytes: expected an overlap map of at most"):
+            compound_overlap([up, up], 9)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
+
+
+def test_max_bytes_is_the_limit_and_a_fitting_map_is_exact():
+    spec = LayerSpec.conv_transpose(3, stride=2, ndim=1)
+    with pytest.raises(ParameterError, match="max_bytes"):
+        overlap_map(spec, 8, max_bytes=100)
+    counts = overlap_map(spec, 8, max_bytes=10**6).axes[0]
+    ref = F.conv_transpose1d(
+        torch.ones(1, 1, 8, dtype=torch.float64),
+        torch.ones(1, 1, 3, dtype=torch.float64),
+        stride=2,
+    )
+    assert counts.tolist() == ref.flatten().long().tolist()

@@ -34,6 +34,7 @@ import numpy as np
 from convlens._utils import as_tuple, check_positive
 from convlens.arithmetic import LayerSpec, layer_triples
 from convlens.errors import ParameterError, ParameterTypeError
+from convlens.index import check_budget
 
 __all__ = [
     "MAX_DENSE_ELEMENTS",
@@ -403,7 +404,27 @@ def _channel_factor(chain: tuple[LayerSpec, ...], gradient: bool) -> int:
     return factor
 
 
-def compound_overlap(chain: Any, input_size: Any, *, gradient: bool = False) -> OverlapMap:
+def _estimate_bytes(
+    chain: tuple[LayerSpec, ...], sizes: Sequence[tuple[int, ...]]
+) -> tuple[int, str]:
+    """An upper bound of what the per-axis counts allocate, for each size in ``sizes``.
+
+    Per layer and axis: the (src, dst) index pairs of at most ``kernel x longer side`` taps
+    (int64 each, plus their weights and the gather) and the counts of both sides.
+    """
+    total = 0
+    for size in sizes:
+        lengths = _sizes(chain, size)
+        for spec, before, after in zip(chain, lengths, lengths[1:]):
+            for a in range(len(size)):
+                longer = max(before[a], after[a])
+                total += 8 * (4 * spec.kernel_size[a] * longer + before[a] + after[a])
+    return total, f"a chain of {len(chain)} layer(s) on input {sizes[0]}"
+
+
+def compound_overlap(
+    chain: Any, input_size: Any, *, gradient: bool = False, max_bytes: int | None = None
+) -> OverlapMap:
     """The compounded overlap of a chain of layers: paths from the first input to each output.
 
     ``chain``: :class:`~convlens.arithmetic.LayerSpec` values applied in order to
@@ -413,6 +434,8 @@ def compound_overlap(chain: Any, input_size: Any, *, gradient: bool = False) -> 
     it equals the chain of ``conv_transpose`` / ``conv`` of ones with ones kernels. With
     ``gradient=True``: per pixel of the first input, the paths from the last output (the chain
     of gradients of ones). See :class:`OverlapMap` for the interior and the statistics.
+    ``max_bytes`` bounds what the counts may allocate (default: 2 GiB or half the available
+    memory); an estimate over it is refused before anything is built.
 
     >>> from convlens.arithmetic import LayerSpec
     >>> up = LayerSpec.conv_transpose(3, stride=2, padding=1, output_padding=1, ndim=1)
@@ -423,6 +446,17 @@ def compound_overlap(chain: Any, input_size: Any, *, gradient: bool = False) -> 
     specs = _check_chain(chain)
     size = as_tuple(input_size, specs[0].ndim, "input_size")
     check_positive(size, "input_size")
+    zchain = tuple(_zeros_mode(s) for s in specs)
+    big = tuple(n + 2 * e for n, (e, _, _) in zip(size, _extension(zchain, gradient)))
+    estimate, received = _estimate_bytes(specs, [size, big])
+    check_budget(
+        estimate,
+        max_bytes,
+        param="max_bytes",
+        what="an overlap map",
+        received=received,
+        cli=False,
+    )
     counts = _axis_counts(specs, size, gradient)
     for c in counts:
         c.flags.writeable = False
@@ -442,7 +476,7 @@ def compound_overlap(chain: Any, input_size: Any, *, gradient: bool = False) -> 
     )
 
 
-def overlap_map(spec: LayerSpec, input_size: Any) -> OverlapMap:
+def overlap_map(spec: LayerSpec, input_size: Any, *, max_bytes: int | None = None) -> OverlapMap:
     """The overlap map of one layer applied to ``input_size``.
 
     A transposed convolution: per pixel of its output, how many (input pixel, kernel tap)
@@ -459,7 +493,9 @@ def overlap_map(spec: LayerSpec, input_size: Any) -> OverlapMap:
     """
     if not isinstance(spec, LayerSpec):
         raise ParameterTypeError("spec", "a LayerSpec", spec)
-    return compound_overlap([spec], input_size, gradient=spec.kind != "conv_transpose")
+    return compound_overlap(
+        [spec], input_size, gradient=spec.kind != "conv_transpose", max_bytes=max_bytes
+    )
 
 
 # ---------------------------------------------------------------------------- weighted view
