@@ -1,4 +1,5 @@
-"""``convlens report`` and ``convlens demo``: the static HTML report (Zeiler & Fergus Figs. 2, 6, 7)."""
+"""``convlens report`` and ``convlens demo``: the static HTML report (Zeiler & Fergus Figs. 2, 4,
+5, 6, 7 and Table 1)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ def _command_line(ctx: click.Context) -> str:
         flag = max(param.opts, key=len)
         words += [flag] if param.is_flag else [flag, str(value)]
     return shlex.join(words)
+
+
+def _paths(text: str | None) -> list[str] | None:
+    """Comma-separated module paths, or None for none given."""
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
 
 def _finish(index: Path) -> None:
@@ -76,6 +82,46 @@ def _finish(index: Path) -> None:
     default=None,
     help="Step of the square in pixels [default: a sixteenth of the image].",
 )
+@click.option(
+    "--checkpoints",
+    multiple=True,
+    help="Checkpoint files or a folder of them, in training order (repeatable): adds the "
+    "feature-evolution page (Fig. 4) [default: no such page]. 'demo': the demo CNN's epochs.",
+)
+@click.option(
+    "--evolution-every",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Evolution scans every N-th image (one scan per checkpoint).",
+)
+@click.option(
+    "--invariance-layers",
+    default=None,
+    help="A low and a high layer for the invariance page (Fig. 5), comma-separated "
+    "[default: the first conv and the layer before the last linear one, or their ReLUs].",
+)
+@click.option(
+    "--invariance-images",
+    default=None,
+    help="Dataset indices for the invariance page, e.g. 0-4 [default: of 5 classes, the "
+    "first image the model classifies correctly].",
+)
+@click.option("--no-invariance", is_flag=True, help="No invariance page.")
+@click.option(
+    "--parts",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="JSON or CSV of (image, box) rows (image, top, left, height, width, part) for the "
+    "correspondence page (Table 1) [default: the built-in parts on --data demo, else no page].",
+)
+@click.option(
+    "--correspondence-layers",
+    default=None,
+    help="Layers of the correspondence page, comma-separated [default: the last conv and the "
+    "high invariance layer].",
+)
+@click.option("--no-correspondence", is_flag=True, help="No correspondence page.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cuda.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option(
@@ -88,11 +134,24 @@ def _finish(index: Path) -> None:
 @click.pass_context
 def report_command(ctx: click.Context, **opts: Any) -> None:
     """Scan a dataset and write a browsable HTML report: per layer the top-k projections
-    beside their image patches, the first-layer filters, occlusion maps and a summary."""
+    beside their image patches, the first-layer filters, occlusion maps, feature evolution over
+    checkpoints (with --checkpoints), invariance, correspondence of parts (with --parts, or the
+    demo data) and a summary."""
     from convlens.report.build import run_report
 
-    layers = [s.strip() for s in opts["layers"].split(",") if s.strip()] if opts["layers"] else None
+    layers = _paths(opts["layers"])
     channels = parse_channels(opts["channels"]) if opts["channels"] else None
+    images = opts["invariance_images"]
+    analyses = {
+        "checkpoints": tuple(opts["checkpoints"]),
+        "evolution_every": opts["evolution_every"],
+        "invariance": not opts["no_invariance"],
+        "invariance_layers": _paths(opts["invariance_layers"]),
+        "invariance_images": parse_channels(images, "--invariance-images") if images else None,
+        "correspondence": not opts["no_correspondence"],
+        "parts": opts["parts"],
+        "correspondence_layers": _paths(opts["correspondence_layers"]),
+    }
     index = run_report(
         opts["model_spec"],
         opts["data"],
@@ -113,6 +172,7 @@ def report_command(ctx: click.Context, **opts: Any) -> None:
         occlusion_size=opts["occlusion_size"],
         occlusion_stride=opts["occlusion_stride"],
         resume=opts["resume"],
+        analyses=analyses,
     )
     _finish(index)
 
@@ -128,7 +188,8 @@ def report_command(ctx: click.Context, **opts: Any) -> None:
 @click.option(
     "--quick",
     is_flag=True,
-    help="A smaller report: every 4th image, channels 0-7, one occlusion image.",
+    help="A smaller report: every 4th image, channels 0-7, one occlusion image; evolution on "
+    "every 16th image, invariance of 2 images, correspondence with fewer images and controls.",
 )
 @click.option("--device", default="cpu", show_default=True, help="Torch device, e.g. cuda.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")

@@ -43,14 +43,19 @@ __all__ = [
 ASSETS = Path(__file__).resolve().parent / "assets"
 
 #: What ``convlens demo`` shows: every image of the bundled sample, every channel of every conv
-#: layer (options of :func:`convlens.report.build.run_report`).
+#: layer (options of :func:`convlens.report.build.run_report`); ``analyses``: the evolution
+#: page over the shipped checkpoints (epochs 0, 1, 2, 5, 10) on every 4th image, invariance
+#: and correspondence with their defaults (:class:`convlens.report.analyses.AnalysisOptions`).
 DEMO_REPORT: dict[str, Any] = {
     "top": 9,
     "occlusion_images": 4,
     "occlusion_size": 10,
     "batch_size": 128,
+    "analyses": {"checkpoints": ("demo",), "evolution_every": 4},
 }
-#: ``convlens demo --quick``: every 4th image, channels 0-7, one occlusion image.
+#: ``convlens demo --quick``: every 4th image, channels 0-7, one occlusion image; evolution on
+#: every 16th image with 2 channels per layer, invariance of 2 images over coarser amounts,
+#: correspondence with 3 images per part and 3 random controls.
 DEMO_REPORT_QUICK: dict[str, Any] = {
     "top": 9,
     "every": 4,
@@ -58,6 +63,19 @@ DEMO_REPORT_QUICK: dict[str, Any] = {
     "occlusion_images": 1,
     "occlusion_size": 10,
     "batch_size": 128,
+    "analyses": {
+        "checkpoints": ("demo",),
+        "evolution_every": 16,
+        "evolution_per_layer": 2,
+        "invariance_count": 2,
+        "invariance_amounts": {
+            "translate": [-6.0, -3.0, 0.0, 3.0, 6.0],
+            "scale": [0.6, 0.8, 1.0, 1.2, 1.4, 1.6],
+            "rotate": [0.0, 45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 315.0, 360.0],
+        },
+        "correspondence_per_part": 3,
+        "correspondence_repeats": 3,
+    },
 }
 #: The shipped weights and their metrics (``demo_cnn.json``: accuracy, seed, time, sha256).
 WEIGHTS_PATH = ASSETS / "demo_cnn.safetensors"

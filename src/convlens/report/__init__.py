@@ -4,7 +4,8 @@
 them into pages (Jinja2 with autoescape, images beside the HTML, written atomically);
 :mod:`~convlens.report.assemble` fills them from the pipeline's results
 (:mod:`convlens.pipeline`) through :mod:`~convlens.report.sections` and
-:mod:`~convlens.report.pictures` (the geometry page: :mod:`~convlens.report.geometry`), and
+:mod:`~convlens.report.pictures` (the geometry page: :mod:`~convlens.report.geometry`; the
+evolution, invariance and correspondence pages: :mod:`~convlens.report.analyses`), and
 :mod:`~convlens.report.build` runs it all
 (``convlens report`` and ``convlens demo``).
 
@@ -13,15 +14,23 @@ them into pages (Jinja2 with autoescape, images beside the HTML, written atomica
 ()
 """
 
+from convlens.report.analyses import AnalysisOptions, add_analyses, plan_analyses
 from convlens.report.assemble import assemble_report
 from convlens.report.build import build_report, run_demo, run_report, scan_work_dir
 from convlens.report.data import (
     AliasingSection,
     ChannelBlock,
+    CorrespondencePart,
+    CorrespondenceSection,
+    DataFile,
+    EvolutionChannel,
+    EvolutionLayerTable,
+    EvolutionSection,
     ExplorerStart,
     FilterSection,
     GeometryLayer,
     GeometrySection,
+    InvarianceSection,
     LayerSection,
     LegendEntry,
     OcclusionItem,
@@ -41,11 +50,19 @@ __all__ = [
     "CHANNELS_PER_PAGE",
     "MARKER",
     "AliasingSection",
+    "AnalysisOptions",
     "ChannelBlock",
+    "CorrespondencePart",
+    "CorrespondenceSection",
+    "DataFile",
+    "EvolutionChannel",
+    "EvolutionLayerTable",
+    "EvolutionSection",
     "ExplorerStart",
     "FilterSection",
     "GeometryLayer",
     "GeometrySection",
+    "InvarianceSection",
     "LayerSection",
     "LegendEntry",
     "OcclusionItem",
@@ -57,9 +74,11 @@ __all__ = [
     "Summary",
     "Table",
     "Tile",
+    "add_analyses",
     "assemble_report",
     "build_report",
     "geometry_section",
+    "plan_analyses",
     "run_demo",
     "run_report",
     "scan_work_dir",

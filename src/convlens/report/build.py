@@ -26,6 +26,7 @@ from convlens.errors import ParameterError, verbatim
 from convlens.io import check_folder, remove_written, written_files
 from convlens.models import MAX_PIXELS
 from convlens.pipeline.inputs import DEMO_DATA, open_inputs
+from convlens.report.analyses import AnalysisOptions, AnalysisPlan, add_analyses, plan_analyses
 from convlens.report.assemble import assemble_report
 from convlens.report.render import check_out, write_report
 
@@ -77,10 +78,13 @@ def build_report(
     *,
     progress: bool = False,
     resume: bool = False,
+    analyses: AnalysisPlan | None = None,
     **options: Any,
 ) -> Path:
     """Assemble the report (:func:`~convlens.report.assemble.assemble_report` with
     ``options``) and write it to ``out`` atomically; return the path of its ``index.html``.
+    ``analyses``: the evolution, invariance and correspondence pages to add after the scan
+    (:func:`convlens.report.analyses.plan_analyses`; none without).
 
     The dataset scan checkpoints into the folder ``OUT.scan`` beside the report while the
     report is being built, so a crash, Ctrl-C or kill loses at most one checkpoint interval:
@@ -93,6 +97,8 @@ def build_report(
     data = assemble_report(
         model, dataset, progress=progress, scan_dir=scan_dir, resume=resume, **options
     )
+    if analyses is not None:
+        data = add_analyses(data, analyses, progress=progress)
     index = write_report(data, out, progress=progress)
     remove_written(scan_dir)
     return index
@@ -112,6 +118,7 @@ def run_report(
     max_pixels: int | None = MAX_PIXELS,
     progress: bool = False,
     resume: bool = False,
+    analyses: AnalysisOptions | dict[str, Any] | None = None,
     **options: Any,
 ) -> Path:
     """``convlens report``: load ``model`` (random weights from ``seed``) and open ``data``
@@ -119,7 +126,9 @@ def run_report(
     :func:`convlens.pipeline.open_inputs`), build the report into ``out`` and return the path
     of its index.html. The output folders are checked before the model is loaded. Warnings
     raised while loading reach the terminal and the report's front page. ``options`` go to
-    :func:`~convlens.report.assemble.assemble_report`."""
+    :func:`~convlens.report.assemble.assemble_report`; ``analyses``
+    (:class:`~convlens.report.analyses.AnalysisOptions` or a mapping of its fields) choose
+    the evolution, invariance and correspondence pages, checked before the scan."""
     check_out(out)
     check_scan_work_dir(out, resume=resume)
     inputs = open_inputs(
@@ -134,6 +143,12 @@ def run_report(
         facts.append(("random seed", str(loaded.seed)))
     if inputs.image_depth is not None:
         facts.append(("image bit depth", inputs.image_depth))
+    plan = plan_analyses(
+        analyses, loaded, inputs.dataset, model=model, data=data, weights=weights,
+        allow_random=allow_random, model_seed=seed, device=device,
+        batch_size=int(options.get("batch_size", 64)), layers=options.get("layers"),
+        known_notes=inputs.notes,
+    )  # fmt: skip
     return build_report(
         loaded,
         inputs.dataset,
@@ -145,6 +160,7 @@ def run_report(
         warnings=inputs.notes,
         facts=facts,
         resume=resume,
+        analyses=plan,
         **options,
     )
 
@@ -159,7 +175,8 @@ def run_demo(
 ) -> Path:
     """``convlens demo``: the report of the embedded demo CNN on the bundled Fashion-MNIST
     sample (:data:`convlens.demo.DEMO_REPORT`, or :data:`convlens.demo.DEMO_REPORT_QUICK`:
-    every 4th image, channels 0-7, one occlusion image)."""
+    every 4th image, channels 0-7, one occlusion image), with the evolution, invariance and
+    correspondence pages (their presets: the ``analyses`` entry)."""
     settings = DEMO_REPORT_QUICK if quick else DEMO_REPORT
     return run_report(
         "demo", DEMO_DATA, out, command=command, device=device, progress=progress, **settings

@@ -25,10 +25,17 @@ from PIL import Image
 __all__ = [
     "AliasingSection",
     "ChannelBlock",
+    "CorrespondencePart",
+    "CorrespondenceSection",
+    "DataFile",
+    "EvolutionChannel",
+    "EvolutionLayerTable",
+    "EvolutionSection",
     "ExplorerStart",
     "FilterSection",
     "GeometryLayer",
     "GeometrySection",
+    "InvarianceSection",
     "LayerSection",
     "LegendEntry",
     "OcclusionItem",
@@ -222,8 +229,112 @@ class GeometrySection:
 
 
 @dataclass(frozen=True)
+class DataFile:
+    """A file the report ships beside its pages and links to (an analysis' JSON or CSV):
+    ``name`` a plain file name (letters, digits, ``._-``), ``content`` its bytes."""
+
+    name: str
+    content: bytes
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class EvolutionChannel:
+    """One channel's row of Fig. 4: per checkpoint the dataset index of its top-1 image
+    (-1: none), that activation and whether the image changed since the previous checkpoint;
+    ``changes`` how often it changed."""
+
+    channel: int
+    indices: tuple[int, ...]
+    values: tuple[float, ...]
+    changed: tuple[bool, ...]
+    changes: int
+
+
+@dataclass(frozen=True)
+class EvolutionLayerTable:
+    """The chosen channels of one layer on the evolution page and how they were chosen."""
+
+    layer: str
+    choice: str
+    channels: tuple[EvolutionChannel, ...]
+
+
+@dataclass(frozen=True)
+class EvolutionSection:
+    """Feature evolution during training (Zeiler & Fergus, Fig. 4): the grid of projections
+    (``figure``) and of image patches (``patches``), the checkpoints (label, source, sha256),
+    each layer's top-1 images per checkpoint, ``facts`` (data scanned, seed, rule) and the
+    files shipped (``evolution.json``)."""
+
+    figure: Picture
+    checkpoints: Table
+    layers: tuple[EvolutionLayerTable, ...]
+    patches: Picture | None = None
+    facts: tuple[tuple[str, str], ...] = ()
+    notes: tuple[str, ...] = ()
+    files: tuple[DataFile, ...] = ()
+
+
+@dataclass(frozen=True)
+class InvarianceSection:
+    """Invariance to translation, scale and rotation (Zeiler & Fergus, Fig. 5): the plots
+    (``figure``, ``normalized``), the transform ``policy`` and ``fill`` in words, the images
+    with their true classes, the amounts, ``facts`` and the files shipped (CSV, JSON)."""
+
+    figure: Picture
+    policy: str
+    fill: str
+    layers: tuple[str, ...]
+    images: Table
+    amounts: Table
+    normalized: Picture | None = None
+    facts: tuple[tuple[str, str], ...] = ()
+    notes: tuple[str, ...] = ()
+    files: tuple[DataFile, ...] = ()
+
+
+@dataclass(frozen=True)
+class CorrespondencePart:
+    """One part of Table 1: its images and boxes (in words), and per layer (in the order of
+    :attr:`CorrespondenceSection.layers`) Δ, the random control's mean and std, Δ per ordered
+    pair and the raw counts (Δ and the control's mean and std)."""
+
+    name: str
+    images: tuple[int, ...]
+    boxes: tuple[str, ...]
+    delta: tuple[float, ...]
+    control_mean: tuple[float, ...]
+    control_std: tuple[float, ...]
+    per_pair: tuple[float, ...]
+    raw: tuple[float, ...]
+    raw_control_mean: tuple[float, ...]
+    raw_control_std: tuple[float, ...]
+    image_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CorrespondenceSection:
+    """Correspondence of object parts (Zeiler & Fergus, §4.3, Table 1): the bar chart, the
+    table per part and layer, how sign(0) counts (``zero``), the seed and repeats of the
+    random control, where the boxes come from, and the files shipped."""
+
+    figure: Picture
+    layers: tuple[str, ...]
+    parts: tuple[CorrespondencePart, ...]
+    zero: str
+    seed: int
+    repeats: int
+    boxes_source: str
+    facts: tuple[tuple[str, str], ...] = ()
+    notes: tuple[str, ...] = ()
+    files: tuple[DataFile, ...] = ()
+
+
+@dataclass(frozen=True)
 class Summary:
-    """The front page: what was run, on what, how long it took and what was skipped."""
+    """The front page: what was run, on what, how long it took and what was skipped
+    (``not_built``: the pages left out, with why)."""
 
     model: str
     dataset: str
@@ -236,6 +347,7 @@ class Summary:
     skipped: tuple[tuple[str, str], ...] = ()
     warnings: tuple[str, ...] = ()
     title: str = "convlens report"
+    not_built: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -244,6 +356,8 @@ class ReportData:
 
     ``geometry``: the geometry page (none without it). ``explorer``: the settings the
     explorer page (written into every report) opens with; ``None``: its defaults.
+    ``evolution``, ``invariance``, ``correspondence``: the pages of Fig. 4, Fig. 5 and
+    Table 1 (:mod:`convlens.report.analyses`), each only where it was built.
     """
 
     summary: Summary
@@ -252,3 +366,6 @@ class ReportData:
     occlusion: OcclusionSection | None = None
     geometry: GeometrySection | None = None
     explorer: ExplorerStart | None = None
+    evolution: EvolutionSection | None = None
+    invariance: InvarianceSection | None = None
+    correspondence: CorrespondenceSection | None = None

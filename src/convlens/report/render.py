@@ -31,7 +31,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
@@ -47,9 +47,13 @@ from convlens.explore import describe_state, write_explorer
 from convlens.io import foreign_files, staged_directory
 from convlens.report.data import (
     ChannelBlock,
+    CorrespondenceSection,
+    DataFile,
+    EvolutionSection,
     ExplorerStart,
     FilterSection,
     GeometrySection,
+    InvarianceSection,
     LayerSection,
     OcclusionSection,
     Picture,
@@ -83,6 +87,10 @@ PANEL_PX = 168
 THUMB_PX = 32
 FIGURE_PX = 960
 OVERLAP_PX = 560
+#: Widest display (CSS pixels) of an analysis figure (evolution, invariance, correspondence);
+#: narrower ones are shown at their own size, however tall.
+ANALYSIS_PX = 1300
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _QUERY = re.compile(r"\?[a-z_]+=[0-9a-z,]+(&[a-z_]+=[0-9a-z,]+)*")
 
 
@@ -452,6 +460,85 @@ def _geometry_view(section: GeometrySection, assets: _Assets) -> dict[str, Any]:
     }
 
 
+def _figure(assets: _Assets, picture: Picture, name: str) -> _Img:
+    """An analysis figure at its own size, or narrowed to :data:`ANALYSIS_PX` wide."""
+    width, height = to_image(picture).size
+    target = max(width, height)
+    if width > ANALYSIS_PX:
+        target = max(1, round(target * ANALYSIS_PX / width))
+    return assets.add(picture, name, target, upscale=False)
+
+
+def _data_files(files: Iterable[DataFile], key: str, root: Path) -> list[dict[str, Any]]:
+    """Write an analysis' files under ``data/<key>/`` and return their links."""
+    links = []
+    seen: set[str] = set()
+    for f in files:
+        if not isinstance(f, DataFile):
+            raise ParameterTypeError("files", "DataFile objects", f)
+        if not _FILE_NAME.fullmatch(f.name) or f.name in seen:
+            raise ParameterError(
+                "file name",
+                "a distinct plain file name (letters, digits, '._-')",
+                verbatim(repr(f.name)),
+            )
+        seen.add(f.name)
+        rel = f"data/{key}/{f.name}"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(bytes(f.content))
+        links.append(
+            {"href": rel, "name": f.name, "size": len(f.content), "description": f.description}
+        )
+    return links
+
+
+def _evolution_view(section: EvolutionSection, assets: _Assets, root: Path) -> dict[str, Any]:
+    patches = section.patches
+    return {
+        "section": section,
+        "figure": _figure(assets, section.figure, "evolution/evolution"),
+        "patches": None
+        if patches is None
+        else _figure(assets, patches, "evolution/evolution_patches"),
+        "checkpoints": _table_view(section.checkpoints),
+        "labels": [str(row[0]) for row in section.checkpoints.rows],
+        "files": _data_files(section.files, "evolution", root),
+    }
+
+
+def _invariance_view(section: InvarianceSection, assets: _Assets, root: Path) -> dict[str, Any]:
+    normalized = section.normalized
+    return {
+        "section": section,
+        "figure": _figure(assets, section.figure, "invariance/invariance"),
+        "normalized": None
+        if normalized is None
+        else _figure(assets, normalized, "invariance/invariance_normalized"),
+        "images": _table_view(section.images),
+        "amounts": _table_view(section.amounts),
+        "files": _data_files(section.files, "invariance", root),
+    }
+
+
+def _correspondence_view(
+    section: CorrespondenceSection, assets: _Assets, root: Path
+) -> dict[str, Any]:
+    width = len(section.layers)
+    for part in section.parts:
+        sizes = {len(v) for v in (part.delta, part.control_mean, part.control_std, part.per_pair,
+                                  part.raw, part.raw_control_mean, part.raw_control_std)}  # fmt: skip
+        if sizes != {width}:
+            raise ParameterError(
+                f"part {part.name!r}", f"one value per layer ({width})", sorted(sizes)
+            )
+    return {
+        "section": section,
+        "figure": _figure(assets, section.figure, "correspondence/correspondence"),
+        "columns": list(range(width)),
+        "files": _data_files(section.files, "correspondence", root),
+    }
+
+
 def _write_explorer(root: Path, start: ExplorerStart | None) -> str:
     """Write the explorer page; return what it opens with. Settings the explorer refuses
     (beyond :data:`convlens.explore.LIMITS`, 3-D, ...) fall back to its defaults."""
@@ -463,6 +550,16 @@ def _write_explorer(root: Path, start: ExplorerStart | None) -> str:
             pass
     write_explorer(root / EXPLORER_FILE)
     return f"its default settings ({describe_state()})"
+
+
+def _analysis_pages(data: ReportData) -> list[tuple[str, Any]]:
+    """The analysis pages this report has: (key, section), in the order of the nav."""
+    pages = (
+        ("evolution", data.evolution),
+        ("invariance", data.invariance),
+        ("correspondence", data.correspondence),
+    )
+    return [(key, section) for key, section in pages if section is not None]
 
 
 def _render_pages(data: ReportData, root: Path, progress: bool, per_page: int) -> None:
@@ -478,6 +575,8 @@ def _render_pages(data: ReportData, root: Path, progress: bool, per_page: int) -
         nav.append(_NavLink("geometry.html", "Geometry", "geometry"))
     if data.occlusion is not None:
         nav.append(_NavLink("occlusion.html", "Occlusion", "occlusion"))
+    for key, _section in _analysis_pages(data):
+        nav.append(_NavLink(f"{key}.html", key.capitalize(), key))
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     from convlens import __version__
 
@@ -511,6 +610,14 @@ def _render_pages(data: ReportData, root: Path, progress: bool, per_page: int) -
     if data.occlusion is not None:
         view = _occlusion_view(data.occlusion, assets)
         page("occlusion.html.j2", "occlusion.html", "occlusion", "Occlusion", **view)
+    views: dict[str, Callable[[Any, _Assets, Path], dict[str, Any]]] = {
+        "evolution": _evolution_view,
+        "invariance": _invariance_view,
+        "correspondence": _correspondence_view,
+    }
+    for key, section in _analysis_pages(data):
+        view = views[key](section, assets, root)
+        page(f"{key}.html.j2", f"{key}.html", key, key.capitalize(), **view)
     explorer_label = _write_explorer(root, data.explorer)
     weights.append(
         _PageWeight(EXPLORER_FILE, "Explorer", (root / EXPLORER_FILE).stat().st_size, 0, 0)
