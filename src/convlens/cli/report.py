@@ -99,7 +99,7 @@ def _finish(index: Path) -> None:
     "--invariance-layers",
     default=None,
     help="A low and a high layer for the invariance page (Fig. 5), comma-separated "
-    "[default: the first conv and the layer before the last linear one, or their ReLUs].",
+    "[default: the first conv (or its ReLU) and the layer feeding the final linear one].",
 )
 @click.option(
     "--invariance-images",

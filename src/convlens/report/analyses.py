@@ -36,13 +36,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from convlens.analysis.correspondence import read_parts
 from convlens.analysis.evolution import checkpoint_files
 from convlens.analysis.invariance import IDENTITY, TRANSFORMS
 from convlens.analysis.occlusion import default_layer
-from convlens.errors import ConvLensError, ParameterError, ParameterTypeError
+from convlens.errors import ConvLensError, ParameterError, ParameterTypeError, verbatim
+from convlens.loaded import eval_mode
 from convlens.pipeline.analyze import (
     DEMO_CHECKPOINTS,
     run_correspondence,
@@ -61,7 +63,7 @@ from convlens.report.data import (
     ReportData,
     Table,
 )
-from convlens.scan.data import SubsetView, dataset_path, item_name, label_name
+from convlens.scan.data import SubsetView, dataset_path, first_tensor, item_name, label_name
 
 __all__ = [
     "AnalysisOptions",
@@ -76,6 +78,9 @@ __all__ = [
 ]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# Layers that pass values on unchanged in eval mode (or only reshape them).
+_UNCHANGED = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+              nn.Flatten, nn.Identity)  # fmt: skip
 #: The page names, as the summary shows them.
 PAGES = {"evolution": "Evolution", "invariance": "Invariance", "correspondence": "Correspondence"}
 
@@ -189,9 +194,10 @@ def _then_relu(leaves: list[tuple[str, nn.Module]], i: int) -> str:
 
 def default_invariance_layers(net: nn.Module) -> tuple[str, ...]:
     """A low and a high layer for Fig. 5 (the paper: layers 1 and 7): the first convolution
-    (or the ReLU right after it) and the last conv or linear layer before the final linear
-    layer (or the ReLU after it); without a linear layer, the last convolution. Layers in
-    registration order (as :func:`convlens.analysis.occlusion.default_layer`).
+    (or the ReLU right after it) and what feeds the final linear layer (the layer before it,
+    past dropout, flatten and identity layers, which change nothing in eval mode); without a
+    linear layer, the last convolution (or its ReLU). Layers in registration order, as
+    :func:`convlens.analysis.occlusion.default_layer` takes them.
 
     >>> default_invariance_layers(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3)))
     ('1', '2')
@@ -204,9 +210,13 @@ def default_invariance_layers(net: nn.Module) -> tuple[str, ...]:
         )
     low = _then_relu(leaves, convs[0])
     linears = [i for i, (_, m) in enumerate(leaves) if isinstance(m, nn.Linear)]
-    weighted = [i for i, (_, m) in enumerate(leaves) if isinstance(m, (*_CONVS, nn.Linear))]
-    before = [i for i in weighted if linears and i < linears[-1]]
-    high = _then_relu(leaves, before[-1] if before else convs[-1])
+    if linears:
+        i = linears[-1] - 1
+        while i > 0 and isinstance(leaves[i][1], _UNCHANGED):
+            i -= 1
+        high = leaves[max(i, 0)][0]
+    else:
+        high = _then_relu(leaves, convs[-1])
     return (low,) if high == low else (low, high)
 
 
@@ -229,6 +239,23 @@ def default_correspondence_layers(net: nn.Module) -> tuple[str, ...]:
 def _full(dataset: Any) -> Any:
     """The dataset before ``every`` kept every n-th item (the analyses index that one)."""
     return dataset.dataset if isinstance(dataset, SubsetView) else dataset
+
+
+def _not_a_classifier(net: nn.Module, dataset: Any, device: str) -> str | None:
+    """Why invariance and correspondence cannot run on ``net`` (they compare class
+    probabilities and need an output (N, classes) for an image (C, H, W)), or None: one
+    forward of the dataset's first item."""
+    if len(dataset) == 0:
+        return "the dataset is empty"
+    x = first_tensor(dataset[0])
+    if not isinstance(x, torch.Tensor) or x.dim() != 3:
+        return f"its items are no images (C, H, W): {tuple(getattr(x, 'shape', ()))}"
+    with eval_mode(net), torch.no_grad():
+        out = net(x.unsqueeze(0).to(device))
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        return f"the model's output is {shape}, not class scores (N, classes)"
+    return None
 
 
 def _check_int(name: str, value: Any, low: int) -> None:
@@ -312,10 +339,23 @@ def plan_analyses(
             ("evolution", "no checkpoints were given (--checkpoints FILES or a folder of them)")
         )
 
+    # invariance and correspondence compare class probabilities: a classifier of images
+    wanted = opts.invariance or (opts.correspondence and (opts.parts is not None or demo_data))
+    unfit = _not_a_classifier(net, full, device) if wanted else None
+    if unfit is not None:
+        for page, asked in (
+            ("invariance", opts.invariance and _explicit("invariance", opts)),
+            ("correspondence", opts.correspondence and _explicit("correspondence", opts)),
+        ):
+            if asked:
+                raise ParameterError(f"{page} options", "a classifier of images", verbatim(unfit))
+
     # invariance: on by default
     inv_layers = opts.invariance_layers
     if not opts.invariance:
         skipped.append(("invariance", "turned off (--no-invariance)"))
+    elif unfit is not None:
+        skipped.append(("invariance", f"it needs a classifier of images: {unfit}"))
     else:
         if inv_layers is None and not demo_model:
             try:
@@ -347,6 +387,8 @@ def plan_analyses(
             ("correspondence", "no boxes were given (--parts FILE: rows image, top, left, "
              "height, width, part)")
         )  # fmt: skip
+    elif unfit is not None:
+        skipped.append(("correspondence", f"it needs a classifier of images: {unfit}"))
     else:
         if cor_layers is None and not demo_model:
             cor_layers = default_correspondence_layers(net)
@@ -688,9 +730,8 @@ def _run_one(page: str, plan: AnalysisPlan, out: Path, progress: bool) -> tuple[
         notes: tuple[str, ...] = ()
         if plan.invariance_layers is not None and opts.invariance_layers is None:
             notes = (
-                "Layers chosen by default: the first convolution (or its ReLU) and the last "
-                "layer before the final linear one (or its ReLU); --invariance-layers "
-                "chooses others.",
+                "Layers chosen by default: the first convolution (or its ReLU) and the layer "
+                "that feeds the final linear one; --invariance-layers chooses others.",
             )
         return (
             invariance_section(run.out, plan.dataset, notes=notes),
