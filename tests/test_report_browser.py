@@ -257,3 +257,32 @@ def test_pages_of_a_layer_and_channel_links_across_them(
     target = browser.find_element(By.ID, "c140")
     assert target.find_element(By.TAG_NAME, "h2").text == "channel 140"
     assert severe_console_entries(browser) == []
+
+
+def test_analysis_pages_with_hostile_strings(browser: webdriver.Chrome, tmp_path: Path) -> None:
+    """The evolution, invariance and correspondence pages: reached through the nav bar, every
+    image loads, no console error, hostile strings shown verbatim."""
+    from test_report_analyses import EVIL, EVIL_FILE, fake_analysis_data
+
+    index = write_report(fake_analysis_data(), tmp_path / "r")
+    seen = check_report_in_browser(browser, index)
+    assert seen == {
+        "index.html": "Summary",
+        "evolution.html": "Feature evolution during training",
+        "invariance.html": "Invariance to translation, scale and rotation",
+        "correspondence.html": "Correspondence of object parts",
+    }
+    browser.get((index.parent / "evolution.html").as_uri())
+    assert check_images(browser) == 2
+    headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "table th")]
+    assert EVIL in headers
+    changed = browser.find_elements(By.CSS_SELECTOR, "table.evolution td.changed")
+    assert [c.text for c in changed] == ["#7"]
+    browser.get((index.parent / "correspondence.html").as_uri())
+    assert EVIL_FILE in [th.text for th in browser.find_elements(By.CSS_SELECTOR, "tbody th")]
+    assert browser.find_elements(By.TAG_NAME, "i") == []
+    browser.get((index.parent / "invariance.html").as_uri())
+    assert check_images(browser) == 2
+    csv_link = browser.find_element(By.LINK_TEXT, "invariance.csv")
+    assert csv_link.get_attribute("href").endswith("/data/invariance/invariance.csv")
+    assert severe_console_entries(browser) == []

@@ -18,7 +18,12 @@ from torch import nn
 
 from convlens.cli import main
 from convlens.models import LoadedModel
-from test_report_browser import browser, check_report_in_browser  # noqa: F401  (fixture)
+from test_report_browser import (  # noqa: F401  (browser: a fixture)
+    browser,
+    check_images,
+    check_report_in_browser,
+    severe_console_entries,
+)
 from test_report_render import parse
 
 EVIL_CLASS = "a&b\"<i>'"
@@ -118,6 +123,11 @@ def test_folder_report_pages_values_and_skips(
     index = (folder_report / "index.html").read_text()
     text = " ".join("".join(parse(folder_report / "index.html").text).split())
     assert "plain/broken.png" in text
+    # the pages that need inputs of their own, and invariance, which reads its images again
+    assert "Evolution — not built: no checkpoints were given" in text
+    assert "Correspondence — not built: no boxes were given" in text
+    assert re.search(r"Invariance — not built: could not run on its defaults: image: expected "
+                     r"a file Pillow can decode, received '[^']*plain/broken\.png'", text)  # fmt: skip
     assert "Accuracy" in text
     assert "tiny &lt;net&gt;" in index
     assert "--model test_report_e2e:tiny_model" in text
@@ -206,8 +216,9 @@ def test_demo_quick_writes_the_whole_report(demo_report: Path) -> None:
     from convlens.demo import load_demo_model, load_demo_sample
 
     pages = sorted(p.name for p in demo_report.glob("*.html"))
-    assert pages == ["explorer.html", "filters.html", "geometry.html", "index.html",
-                     "layer-01.html", "layer-02.html", "layer-03.html", "occlusion.html"]  # fmt: skip
+    assert pages == ["correspondence.html", "evolution.html", "explorer.html", "filters.html",
+                     "geometry.html", "index.html", "invariance.html", "layer-01.html",
+                     "layer-02.html", "layer-03.html", "occlusion.html"]  # fmt: skip
     text = " ".join(" ".join(parse(demo_report / "index.html").text).split())
     # the accuracy shown equals a plain loop over the same images (every 4th of the sample)
     net, sample = load_demo_model().model, load_demo_sample()
@@ -228,6 +239,14 @@ def test_demo_quick_in_the_browser(demo_report: Path, browser) -> None:  # noqa:
     seen = check_report_in_browser(browser, demo_report / "index.html")
     assert seen["layer-03.html"] == "Layer features.6"
     assert seen["occlusion.html"] == "Occlusion sensitivity"
+    # the analysis pages, each reached through the nav bar: every image loaded, no error
+    assert seen["evolution.html"] == "Feature evolution during training"
+    assert seen["invariance.html"] == "Invariance to translation, scale and rotation"
+    assert seen["correspondence.html"] == "Correspondence of object parts"
+    for name, count in (("evolution.html", 2), ("invariance.html", 2), ("correspondence.html", 1)):
+        browser.get((demo_report / name).as_uri())
+        assert check_images(browser) == count
+    assert severe_console_entries(browser) == []
 
 
 def test_load_warnings_reach_the_terminal_and_the_front_page(
