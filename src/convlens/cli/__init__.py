@@ -64,7 +64,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": (
         "report",
         "Scan a dataset and write a browsable HTML report: per layer the top-k projections beside "
-        "their image patches, the first-layer filters, occlusion maps and a summary.",
+        "their image patches, the first-layer filters, occlusion maps, feature evolution over "
+        "checkpoints (with --checkpoints), invariance, correspondence of parts (with --parts, or "
+        "the demo data) and a summary.",
     ),
     "scan": (
         "scan",
