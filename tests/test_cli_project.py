@@ -95,9 +95,7 @@ def test_writes_pngs_and_metadata(env, capsys):
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(
         [r["file"] for r in meta["projections"]] + ["projections.json", MANIFEST]
     )
-    assert written_files(out_dir) == {r["file"] for r in meta["projections"]} | {
-        "projections.json"
-    }
+    assert written_files(out_dir) == {r["file"] for r in meta["projections"]} | {"projections.json"}
     loaded = load_model("cli_project_factory:small")
     batch = torch.stack([load_image(p, loaded.preprocess) for p in images])
     ref = project(loaded.model, batch, [Target("3", 1), Target("3", 5)], rule="guided")
