@@ -30,6 +30,7 @@ from convlens.deconvnet.explicit import (
     layer_backward,
     layer_forward,
     max_unpool,
+    with_switch_grid,
 )
 from convlens.errors import ParameterError, ParameterTypeError
 
@@ -296,6 +297,8 @@ def test_switch_unpool_is_the_gradient_of_max_pool_for_every_target_row(case, af
     except RuntimeError:  # PyTorch refuses this geometry
         assume(False)
     assume(bool(torch.isfinite(y).all()))  # a window over padding only
+    assert state.switches is None
+    state = with_switch_grid(pool, state)
     assert state.switches is not None  # non-overlapping windows: the switch grid path
     signal = torch.randn(2 * times, *y.shape[1:], dtype=D)
     got = layer_backward(pool, signal, state, "deconvnet")  # states broadcast over T rows
@@ -313,7 +316,7 @@ def test_overlapping_pools_keep_the_scatter_and_broadcast_their_indices():
     pool = nn.MaxPool2d(3, 2, ceil_mode=True)  # AlexNet's overlapping windows
     x = torch.randn(2, 4, 13, 13, dtype=D)
     y, state = layer_forward(pool, x)
-    assert state.switches is None
+    assert with_switch_grid(pool, state).switches is None
     signal = torch.randn(6, *y.shape[1:], dtype=D)
     got = layer_backward(pool, signal, state, "deconvnet")
     xr = x.repeat_interleave(3, 0).requires_grad_(True)
@@ -322,3 +325,26 @@ def test_overlapping_pools_keep_the_scatter_and_broadcast_their_indices():
     bad = PoolState(state.indices, state.input_size)
     with pytest.raises(ParameterError, match="signal: expected a multiple of the 2 rows"):
         layer_backward(pool, signal[:5], bad, "deconvnet")
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_backward_chain_never_writes_the_callers_signal(rule):
+    from convlens.deconvnet.explicit import backward_chain, chain_of, forward_chain
+
+    torch.manual_seed(6)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Dropout(), nn.Identity()).double()
+    chain = chain_of(net.eval())
+    x = torch.randn(2, 1, 7, 7, dtype=D)
+    outputs, states = forward_chain(chain, x, 3)
+    signal = torch.randn(4, *outputs[3].shape[1:], dtype=D)  # two targets per input
+    before = signal.clone()
+    got = backward_chain(chain, signal, states, 3, rule)
+    assert torch.equal(signal, before)
+    xr = x.repeat_interleave(2, 0).requires_grad_(True)
+    pre = net[0](xr)
+    if rule == "gradient":
+        (ref,) = torch.autograd.grad(F.relu(pre), xr, before)
+    else:
+        g = before.clamp(min=0) * ((pre > 0).to(D) if rule == "guided" else 1.0)
+        (ref,) = torch.autograd.grad(pre, xr, g)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-13)

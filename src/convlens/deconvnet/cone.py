@@ -300,8 +300,13 @@ def _overlaps(
     return out
 
 
-def _outside_mask(starts: Tensor, size: Sequence[int], map_size: Sequence[int]) -> Tensor:
-    """(T, 1, *size) bool: True where the window lies outside the map."""
+def _outside_mask(starts: Tensor, size: Sequence[int], map_size: Sequence[int]) -> Tensor | None:
+    """(T, 1, *size) bool: True where the window lies outside the map; None where every
+    window lies inside it."""
+    ends = starts + torch.tensor(tuple(size), device=starts.device)
+    limit = torch.tensor(tuple(map_size), device=starts.device)
+    if bool((starts >= 0).all()) and bool((ends <= limit).all()):
+        return None
     t_count, ndim = starts.shape
     inside = torch.ones((t_count, *size), dtype=torch.bool, device=starts.device)
     for d in range(ndim):
@@ -464,10 +469,13 @@ def _crop_chunk(
     with torch.no_grad():
         for i in range(plan.upto + 1):
             path, module = chain[i]
+            mask = None
             if plan.geometric[i]:
-                masks[i] = _outside_mask(starts[i], plan.in_size[i], plan.map_size[i])
+                mask = _outside_mask(starts[i], plan.in_size[i], plan.map_size[i])
+            if mask is not None:
+                masks[i] = mask
                 fill = float("-inf") if isinstance(module, _MAX) else 0.0
-                x = x.masked_fill(masks[i], fill)
+                x = x.masked_fill(mask, fill)
             x, state = layer_forward(twins[i], x, path)
             states.append(state)
         # x: (T, C, 1, ..., 1): the unit itself
@@ -534,7 +542,8 @@ def cone_backward(
                 signal = layer_backward(twins[i], signal, state, rule, path)
                 if plan.geometric[i]:
                     mask = _outside_mask(starts[i], plan.in_size[i], plan.map_size[i])
-                    signal = signal.masked_fill(mask, 0.0)
+                    if mask is not None:
+                        signal = signal.masked_fill(mask, 0.0)
         projections.append(signal)
         values.append(vals)
     return _result(plan, units_all, spatial, projections, values)

@@ -62,6 +62,7 @@ __all__ = [
     "relu_backward",
     "slice_state",
     "switch_unpool",
+    "with_switch_grid",
 ]
 
 #: The ReLU rules on the way back (Springenberg et al., arXiv:1412.6806, Fig. 1).
@@ -154,23 +155,25 @@ def check_rule(rule: Any) -> str:
 
 
 # ---------------------------------------------------------------------------- per-op pieces
-def relu_backward(signal: Tensor, positive: Tensor, rule: str) -> Tensor:
+def relu_backward(signal: Tensor, positive: Tensor, rule: str, inplace: bool = False) -> Tensor:
     """The signal below a ReLU under ``rule`` (Springenberg et al., arXiv:1412.6806).
 
     ``deconvnet``: ``relu(signal)`` (Zeiler & Fergus: rectify the reconstruction);
     ``guided``: ``relu(signal) * (input > 0)``; ``gradient``: ``signal * (input > 0)``.
+    ``positive`` broadcasts against ``signal``; ``inplace`` overwrites ``signal``.
 
     >>> s, pos = torch.tensor([-1.0, 2.0, 3.0]), torch.tensor([True, True, False])
     >>> [relu_backward(s, pos, r).tolist() for r in RULES]
     [[0.0, 2.0, 3.0], [0.0, 2.0, 0.0], [-1.0, 2.0, 0.0]]
     """
+    if rule not in RULES:
+        raise ParameterError("rule", f"one of {', '.join(RULES)}", rule)
+    if rule in ("deconvnet", "guided"):
+        signal = F.relu_(signal) if inplace else F.relu(signal)
+        inplace = True  # a fresh tensor from here on
     if rule == "deconvnet":
-        return F.relu(signal)
-    if rule == "guided":
-        return F.relu(signal) * positive
-    if rule == "gradient":
-        return signal * positive
-    raise ParameterError("rule", f"one of {', '.join(RULES)}", rule)
+        return signal
+    return signal.mul_(positive) if inplace else signal * positive
 
 
 def _ints(value: Any, n: int) -> tuple[int, ...]:
@@ -315,6 +318,27 @@ def _switch_grid(
     return grid.view(*indices.shape[:2], *grid_size)
 
 
+def with_switch_grid(module: nn.Module, state: State) -> State:
+    """``state`` with the switch grid of :func:`switch_unpool` added, for a max pool whose
+    windows never overlap (other states as they are). Computed once per forward pass, it
+    serves every batch of targets of the reversed pass.
+
+    >>> pool = nn.MaxPool1d(2)
+    >>> _, st = layer_forward(pool, torch.tensor([[[1.0, 3.0, 2.0, 0.0]]]))
+    >>> with_switch_grid(pool, st).switches.tolist()
+    [[[False, True, True, False]]]
+    """
+    if not isinstance(state, PoolState) or state.switches is not None:
+        return state
+    if not isinstance(module, _MAX):
+        raise ParameterTypeError("module", "the max pool that recorded this PoolState", module)
+    k, s, p, d = _pool_geometry(module, len(state.input_size))
+    if any(w > 1 for w in _windows_per_sample(k, s, d)):
+        return state
+    grid = _switch_grid(state.indices, state.input_size, s, p)
+    return PoolState(state.indices, state.input_size, grid)
+
+
 def _times(rows: int, state_rows: int, name: str) -> int:
     """How many signal rows each state row serves (signal rows are sample-major)."""
     if state_rows == rows:
@@ -435,11 +459,7 @@ def layer_forward(module: nn.Module, x: Tensor, path: str = "module") -> tuple[T
             ceil_mode=m.ceil_mode,
             return_indices=True,
         )
-        k, st, pad, d = _pool_geometry(m, n)
-        grid = None
-        if all(p == 1 for p in _windows_per_sample(k, st, d)):
-            grid = _switch_grid(idx, tuple(x.shape[2:]), st, pad)
-        return y, PoolState(idx, tuple(x.shape[2:]), grid)
+        return y, PoolState(idx, tuple(x.shape[2:]))
     if isinstance(module, _AVG):
         return _avg_pool(m, x, n), ConvState(tuple(x.shape[2:]))
     if isinstance(module, _BN):
@@ -451,7 +471,12 @@ def layer_forward(module: nn.Module, x: Tensor, path: str = "module") -> tuple[T
 
 
 def layer_backward(
-    module: nn.Module, signal: Tensor, state: State, rule: str, path: str = "module"
+    module: nn.Module,
+    signal: Tensor,
+    state: State,
+    rule: str,
+    path: str = "module",
+    inplace: bool = False,
 ) -> Tensor:
     """Pass ``signal`` (at ``module``'s output) down to its input, given the forward ``state``.
 
@@ -461,6 +486,7 @@ def layer_backward(
     its linear part, ``signal * weight / sqrt(running_var + eps)``. Dropout, Identity: as is.
     ``state`` has the batch rows of the forward pass, N; ``signal`` N or N*T rows
     (sample-major: rows ``n*T..n*T+T-1`` belong to input ``n``), the state broadcast over them.
+    ``inplace``: the ReLU rules may overwrite ``signal`` (the reversed pass owns it).
 
     >>> conv = nn.Conv2d(1, 1, 3, padding=1)
     >>> y, st = layer_forward(conv, torch.randn(2, 1, 5, 5))
@@ -473,13 +499,13 @@ def layer_backward(
         return conv_backward(signal, module, state.input_size)
     if isinstance(module, nn.ReLU):
         if rule == "deconvnet":  # the deconvnet rule ignores the forward signs
-            return relu_backward(signal, state.positive, rule)
+            return relu_backward(signal, state.positive, rule, inplace)
         positive = state.positive
         times = _times(signal.shape[0], positive.shape[0], "ReLU signs")
         if times == 1:
-            return relu_backward(signal, positive, rule)
+            return relu_backward(signal, positive, rule, inplace)
         grouped = signal.view(positive.shape[0], times, *signal.shape[1:])
-        return relu_backward(grouped, positive.unsqueeze(1), rule).view(signal.shape)
+        return relu_backward(grouped, positive.unsqueeze(1), rule, inplace).view(signal.shape)
     if isinstance(module, _MAX):
         n = signal.dim() - 2
         k, s, p, d = _pool_geometry(m, n)
@@ -599,9 +625,11 @@ def backward_bytes(
     for i in range(start + 1):
         n_in, n_out = forward.sizes[i]
         need = 2 * itemsize * (n_in + n_out)
-        state = forward.states[i]
-        if isinstance(state, PoolState) and state.switches is None:
-            need += 8 * n_out
+        module: Any = chain[i][1]
+        if isinstance(module, _MAX):
+            k, s, _, d = _pool_geometry(module, len(forward.states[i].input_size))
+            if any(w > 1 for w in _windows_per_sample(k, s, d)):
+                need += 8 * n_out  # the switch indices, per row
         if isinstance(chain[i][1], _AVG):
             need += itemsize * n_in  # the probe of avg_unpool
         worst = max(worst, need)
@@ -618,11 +646,17 @@ def backward_chain(
     """Pass ``signal`` (at the output of ``chain[start]``) down to the chain's input.
 
     ``states`` come from :func:`forward_chain` (or :func:`forward_states`); ``signal`` may
-    have ``T`` rows per input sample (sample-major), the states are broadcast over them.
+    have ``T`` rows per input sample (sample-major), the states are broadcast over them. Max
+    pools whose windows never overlap unpool by their switch grid (:func:`with_switch_grid`;
+    pass states that have it to compute it once for many calls).
     """
     check_rule(rule)
+    owned = False  # the caller's signal is read, never written; the pass owns what it makes
     with torch.no_grad():
         for i in range(start, -1, -1):
             path, module = chain[i]
-            signal = layer_backward(module, signal, states[i], rule, path)
+            state = with_switch_grid(module, states[i])
+            out = layer_backward(module, signal, state, rule, path, inplace=owned)
+            owned = owned or out is not signal
+            signal = out
     return signal
