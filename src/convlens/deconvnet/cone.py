@@ -57,6 +57,7 @@ from convlens.deconvnet.explicit import (
     forward_chain,
     layer_backward,
     layer_forward,
+    with_switch_grid,
 )
 from convlens.errors import ParameterError, UnsupportedModuleError
 
@@ -524,6 +525,7 @@ def cone_backward(
     size = _chunk(len(targets), per, memory_budget, chunk)
     ndim = len(plan.out_map_size)
     dev = top.device
+    grids = [with_switch_grid(m, st) for (_, m), st in zip(chain[: upto + 1], states)]
     projections, values = [], []
     for lo in range(0, len(targets), size):
         rows = rows_all[lo : lo + size].to(dev)
@@ -538,7 +540,7 @@ def cone_backward(
         with torch.no_grad():
             for i in range(upto, -1, -1):
                 path, module = chain[i]
-                state = _cut_state(states[i], module, plan, i, starts, unit, rows, rule)
+                state = _cut_state(grids[i], module, plan, i, starts, unit, rows, rule)
                 signal = layer_backward(twins[i], signal, state, rule, path)
                 if plan.geometric[i]:
                     mask = _outside_mask(starts[i], plan.in_size[i], plan.map_size[i])
@@ -570,8 +572,13 @@ def _cut_state(
         out_start = unit if last else starts[i + 1]
         out_size = (1,) * ndim if last else plan.in_size[i + 1]
         out_map = plan.out_map_size if last else plan.map_size[i + 1]
-        flat = extract_windows(state.indices, out_start, out_size, 0, rows=rows)
         spec = LayerSpec.from_module(module)
+        if state.switches is not None:  # windows never overlap: cut the switch grid
+            stride = torch.tensor(spec.stride, device=out_start.device)
+            grid_size = tuple(o * st for o, st in zip(out_size, spec.stride))
+            cut = extract_windows(state.switches, out_start * stride, grid_size, 0, rows=rows)
+            return PoolState(state.indices[:0], tuple(plan.in_size[i]), cut)
+        flat = extract_windows(state.indices, out_start, out_size, 0, rows=rows)
         local = _relocal(
             flat, plan.map_size[i], starts[i], plan.in_size[i], out_start, out_map, spec.stride
         )

@@ -304,16 +304,17 @@ def _switch_grid(
     """The bool block grid of :func:`switch_unpool` from max-pool ``indices`` (N, C, *out)."""
     out = tuple(indices.shape[2:])
     grid_size = tuple(o * s for o, s in zip(out, stride))
-    flat = indices.flatten(2)
-    rest = flat
-    cell = torch.zeros_like(flat)
-    scale = 1
-    for d in range(len(out) - 1, -1, -1):
-        coord = rest % int(input_size[d]) + int(padding[d])
-        rest = rest // int(input_size[d])
-        cell += coord * scale
-        scale *= grid_size[d]
-    grid = torch.zeros((*indices.shape[:2], scale), dtype=torch.bool, device=indices.device)
+    cell = indices.flatten(2)
+    if grid_size != tuple(int(v) for v in input_size) or any(padding):
+        # the grid is not the input map itself (as it is for VGG's 2x2 pools on even sizes)
+        rest, cell = cell, torch.zeros_like(cell)
+        for d in range(len(out) - 1, -1, -1):
+            coord = rest % int(input_size[d]) + int(padding[d])
+            rest = rest // int(input_size[d])
+            cell += coord * math.prod(grid_size[d + 1 :])
+    grid = torch.zeros(
+        (*indices.shape[:2], math.prod(grid_size)), dtype=torch.bool, device=indices.device
+    )
     grid.scatter_(2, cell, True)
     return grid.view(*indices.shape[:2], *grid_size)
 
