@@ -1,6 +1,7 @@
-"""The rules engine backpropagates all targets of a layer in one vmapped pass; equal to one
-``autograd.grad`` per target (the engine's former path, kept as the fallback) and to a
-reference written here with plain autograd and a hand-written ReLU rule."""
+"""The rules engine's two ways to backpropagate many targets through one forward pass: all
+targets of a layer in vmapped batches (``torch.func``; off the CPU) and one ``autograd.grad``
+per target (on a CPU, and the fallback where torch.func refuses a model). Equal to each other
+and to a reference written here with plain autograd and a hand-written ReLU rule."""
 
 from __future__ import annotations
 
@@ -41,42 +42,44 @@ TARGETS = [
 ]
 
 
-def per_target(monkeypatch, model, x, targets, rule):
-    """``project`` with the rules engine running one ``autograd.grad`` per target."""
-    calls = []
+def rules_path(monkeypatch, model, x, targets, rule, batched):
+    """``project`` with the rules engine forced to one of its two paths."""
+    real = RULES_MODULE.batched_vjp
+    seen = []
 
-    def loop(model, inputs, counts, rule, cotangents_of, memory_budget=0):
-        calls.append(1)
-        return RULES_MODULE._loop_vjp(model, inputs, counts, rule, cotangents_of)
+    def forced(model, inputs, counts, rule, cotangents_of, memory_budget, _batched):
+        seen.append(_batched)
+        return real(model, inputs, counts, rule, cotangents_of, memory_budget, batched)
 
     with monkeypatch.context() as m:
-        m.setattr(PROJECT, "batched_vjp", loop)
+        m.setattr(PROJECT, "batched_vjp", forced)
         out = project(model, x, targets, rule=rule, engine="rules")
-    assert calls
+    assert seen == [False]  # a CPU tensor: the per-target path is the default
     return out
 
 
 @pytest.mark.parametrize("rule", RULES)
-def test_batched_equals_one_autograd_grad_per_target(monkeypatch, rule):
+def test_vmapped_batches_equal_one_autograd_grad_per_target(monkeypatch, rule):
     model = small_resnet()
     x = torch.randn(2, 3, 32, 32, dtype=D)
     used = []
     real = RULES_MODULE._loop_vjp
     monkeypatch.setattr(RULES_MODULE, "_loop_vjp", lambda *a: used.append(1) or real(*a))
-    got = project(model, x, TARGETS, rule=rule)
-    assert not used  # the batched path ran, no fallback
+    got = rules_path(monkeypatch, model, x, TARGETS, rule, batched=True)
+    assert not used  # the vmapped path ran, no fallback
     assert got.engine == "rules"
-    monkeypatch.undo()
-    ref = per_target(monkeypatch, model, x, TARGETS, rule)
+    ref = rules_path(monkeypatch, model, x, TARGETS, rule, batched=False)
+    assert used
     torch.testing.assert_close(got.projections, ref.projections, rtol=1e-10, atol=1e-13)
     assert torch.equal(got.positions, ref.positions)
     torch.testing.assert_close(got.values, ref.values, rtol=0, atol=0)
+    default = project(model, x, TARGETS, rule=rule)
+    torch.testing.assert_close(default.projections, ref.projections, rtol=0, atol=0)
 
 
 def test_batches_sized_to_the_budget_equal_one_batch(monkeypatch):
     model = small_resnet()
     x = torch.randn(2, 3, 32, 32, dtype=D)
-    targets = [Target("layer2", c) for c in range(6)]
     sizes = []
     real_vmap = torch.func.vmap
 
@@ -90,16 +93,22 @@ def test_batches_sized_to_the_budget_equal_one_batch(monkeypatch):
         return run
 
     monkeypatch.setattr(torch.func, "vmap", spy)
-    one = project(model, x, targets, engine="rules")
+
+    def ones(layer, act, rows):
+        return act.new_ones((len(range(6)[rows]), *act.shape))
+
+    one = batched_vjp(model, x, {"layer2": 6}, "guided", ones)
     assert sizes == [6]
     # largest module output per sample: the stem conv, 64 x 16 x 16; sixteen copies, 8 bytes
     per_target = 16 * 8 * 64 * 16 * 16 * 2
     sizes.clear()
-    two = project(model, x, targets, engine="rules", memory_budget=2 * per_target + 1)
+    two = batched_vjp(model, x, {"layer2": 6}, "guided", ones, 2 * per_target + 1)
     assert sizes == [2, 2, 2]
-    torch.testing.assert_close(two.projections, one.projections, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(two["layer2"], one["layer2"], rtol=1e-12, atol=1e-14)
+    loop = batched_vjp(model, x, {"layer2": 6}, "guided", ones, batched=False)
+    torch.testing.assert_close(loop["layer2"], one["layer2"], rtol=1e-10, atol=1e-13)
     with pytest.raises(ParameterError, match=f"memory_budget: expected at least {per_target}"):
-        project(model, x, targets, engine="rules", memory_budget=per_target - 1)
+        batched_vjp(model, x, {"layer2": 6}, "guided", ones, per_target - 1)
 
 
 class _Twice(torch.autograd.Function):
@@ -125,11 +134,16 @@ class _Custom(nn.Module):
         return self.out(self.act(_Twice.apply(self.conv(x))) + 0.0)
 
 
-def test_models_that_torch_func_refuses_run_per_target():
+def test_models_that_torch_func_refuses_run_per_target(monkeypatch):
     torch.manual_seed(2)
     model = _Custom().double()
     x = torch.randn(2, 1, 9, 9, dtype=D)
-    got = project(model, x, [Target("out", 1), Target("out", 0, (2, 2))], rule="guided")
+    targets = [Target("out", 1), Target("out", 0, (2, 2))]
+    used = []
+    real = RULES_MODULE._loop_vjp
+    monkeypatch.setattr(RULES_MODULE, "_loop_vjp", lambda *a: used.append(1) or real(*a))
+    got = rules_path(monkeypatch, model, x, targets, "guided", batched=True)
+    assert used  # torch.func refused the model: one autograd.grad per target
     # reference: the same model, the guided rule written out at the ReLU by hand
     xr = x.clone().requires_grad_(True)
     pre = _Twice.apply(model.conv(xr))

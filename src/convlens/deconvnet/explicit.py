@@ -59,6 +59,7 @@ __all__ = [
     "layer_backward",
     "layer_forward",
     "max_unpool",
+    "prepare_states",
     "relu_backward",
     "slice_state",
     "switch_unpool",
@@ -100,8 +101,9 @@ class ReluState:
 @dataclass(frozen=True)
 class PoolState:
     """Max-pool switches: ``indices`` (N, C, *out) flat into the input map of ``input_size``;
-    where the pool's windows never overlap, also ``switches``: the same switches as the bool
-    block grid (N, C, *(out*stride)) that :func:`switch_unpool` reads."""
+    where the pool's windows never overlap, also ``switches``: the same switches as the block
+    grid (N, C, *(out*stride)) that :func:`switch_unpool` reads (bool, or a 0/1 mask of the
+    signal's dtype, see :func:`prepare_states`)."""
 
     indices: Tensor
     input_size: tuple[int, ...]
@@ -272,7 +274,7 @@ def switch_unpool(
 ) -> Tensor:
     """Unpooling for a max pool whose windows never overlap (``dilation*(kernel-1) < stride``).
 
-    ``grid`` (N, C, *(out*stride)) bool is the pool's padded input cut into one block of
+    ``grid`` (N, C, *(out*stride)), bool or 0/1, is the pool's padded input cut into one block of
     ``stride`` samples per window (window ``o`` covers ``o*stride .. o*stride + stride - 1``,
     its taps and the gap after them), True at each window's switch; ``padding`` is the pool's
     padding before the data. Each block takes its window's value where the switch is: one
@@ -338,6 +340,31 @@ def with_switch_grid(module: nn.Module, state: State) -> State:
         return state
     grid = _switch_grid(state.indices, state.input_size, s, p)
     return PoolState(state.indices, state.input_size, grid)
+
+
+def prepare_states(
+    chain: Sequence[tuple[str, nn.Module]], states: Sequence[State], dtype: torch.dtype, rule: str
+) -> list[State]:
+    """The states of a forward pass made ready for many reversed passes: the switch grids of
+    the max pools whose windows never overlap (:func:`with_switch_grid`), and the ReLU signs
+    and switch grids as masks of the signal's ``dtype`` (a product with a bool mask converts it
+    on every call). The ReLU signs are dropped under the deconvnet rule, which ignores them.
+
+    >>> net = nn.Sequential(nn.ReLU(), nn.MaxPool1d(2))
+    >>> _, states = forward_chain(chain_of(net), torch.tensor([[[1.0, -3.0]]]), 1)
+    >>> [type(s).__name__ for s in prepare_states(chain_of(net), states, torch.float32, "guided")]
+    ['ReluState', 'PoolState']
+    """
+    out: list[State] = []
+    for (_, module), state in zip(chain, states):
+        state = with_switch_grid(module, state)
+        if isinstance(state, ReluState):
+            keep = rule != "deconvnet"
+            state = ReluState(state.positive.to(dtype) if keep else state.positive[:0])
+        elif isinstance(state, PoolState) and state.switches is not None:
+            state = PoolState(state.indices, state.input_size, state.switches.to(dtype))
+        out.append(state)
+    return out
 
 
 def _times(rows: int, state_rows: int, name: str) -> int:

@@ -50,8 +50,8 @@ from convlens.deconvnet.explicit import (
     check_chain,
     check_rule,
     forward_states,
+    prepare_states,
     slice_state,
-    with_switch_grid,
 )
 from convlens.deconvnet.rules import batched_vjp
 from convlens.deconvnet.target import Target, as_targets, locate, select
@@ -315,15 +315,16 @@ def _full_size(
     rows = min(memory_budget // per_row, max(n, _WORKING_SET // per_row))
     block_n = min(n, rows)
     block_t = max(1, min(len(members), rows // block_n))
-    grids = [with_switch_grid(chain[j][1], s) for j, s in enumerate(fwd.states[: i + 1])]
+    ready = prepare_states(chain[: i + 1], fwd.states[: i + 1], activation.dtype, rule)
     for a in range(0, n, block_n):
         b = min(n, a + block_n)
-        states = [slice_state(state, slice(a, b)) for state in grids]
+        states = [slice_state(state, slice(a, b)) for state in ready]
         for c in range(0, len(members), block_t):
             chunk = members[c : c + block_t]
             signal, values, positions = select(activation[a:b], [targets[t] for t in chunk])
             back = backward_chain(chain, signal, states, i, rule)
-            index = torch.tensor(chunk)
+            consecutive = chunk == list(range(chunk[0], chunk[0] + len(chunk)))
+            index: Any = slice(chunk[0], chunk[-1] + 1) if consecutive else torch.tensor(chunk)
             out.projections[a:b, index] = back.reshape(b - a, len(chunk), *out.sample)
             out.values[a:b, index] = values
             out.positions[a:b, index, : positions.shape[-1]] = positions
@@ -400,8 +401,9 @@ def _run_rules(
     rule: str,
     memory_budget: int,
 ) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
-    """All targets of a layer backpropagated in vmapped batches
-    (:func:`~convlens.deconvnet.rules.batched_vjp`) through one recorded forward pass."""
+    """All targets of a layer backpropagated through one recorded forward pass
+    (:func:`~convlens.deconvnet.rules.batched_vjp`): in vmapped batches on accelerators, one
+    ``autograd.grad`` per target on a CPU, where that measured faster."""
     groups = _groups(targets)
     n = inputs.shape[0]
     found: dict[str, tuple[Tensor, Tensor]] = {}
@@ -417,7 +419,8 @@ def _run_rules(
         return signal.reshape(n, len(chosen), *activation.shape[1:]).transpose(0, 1)
 
     counts = {layer: len(members) for layer, members in groups.items()}
-    grads = batched_vjp(model, inputs, counts, rule, signal_of, memory_budget)
+    batched = inputs.device.type != "cpu"  # one autograd.grad per target measured faster on CPUs
+    grads = batched_vjp(model, inputs, counts, rule, signal_of, memory_budget, batched)
     return {
         layer: (grads[layer].transpose(0, 1), *found[layer])  # (N, T, ...)
         for layer in groups
@@ -448,8 +451,8 @@ def project(
     targets are sized to (the result itself, N x T inputs, comes on top).
 
     One forward pass serves all targets of an input batch: the explicit engine broadcasts its
-    switches and ReLU signs over the targets; the rules engine backpropagates all targets of a
-    layer in one batched pass through the same recorded graph. The model runs in eval mode;
+    switches and ReLU signs over the targets; the rules engine backpropagates all targets
+    through the same recorded graph (in vmapped batches off the CPU). The model runs in eval mode;
     its own flags are restored after.
 
     >>> net = nn.Sequential(nn.Conv1d(1, 2, 3), nn.ReLU())

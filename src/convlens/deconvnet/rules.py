@@ -203,6 +203,7 @@ def batched_vjp(
     rule: str,
     cotangents_of: Cotangents,
     memory_budget: int = 1 << 30,
+    batched: bool = True,
 ) -> dict[str, Tensor]:
     """Backpropagate ``counts[layer]`` signals from each layer to ``inputs`` under ``rule``:
     one forward pass, then per layer vmapped backward passes over batches of its signals.
@@ -216,7 +217,9 @@ def batched_vjp(
     rules copy saved tensors to the batch, measured on VGG16 and ResNet-18). Where
     ``torch.func`` cannot run the model (a custom ``autograd.Function`` without
     ``setup_context``, an op vmap refuses), the same products are computed one
-    ``autograd.grad`` per signal.
+    ``autograd.grad`` per signal; ``batched=False`` asks for that path (on a CPU it is the
+    faster one: vmap's batching rules copy tensors and gain nothing from larger batches there,
+    see benchmarks/bench_project.py).
 
     >>> net = nn.Sequential(nn.Conv1d(1, 2, 3), nn.ReLU())
     >>> def ones(layer, act, rows):
@@ -225,6 +228,8 @@ def batched_vjp(
     torch.Size([3, 1, 1, 6])
     """
     check_rule(rule)
+    if not batched:
+        return _loop_vjp(model, inputs, counts, rule, cotangents_of)
     layers = list(counts)
     largest = [int(inputs[0].numel()) if inputs.shape[0] else 0]
 
