@@ -59,6 +59,7 @@ __all__ = [
     "receptive_field_html",
     "render",
     "scan_html",
+    "stretch_patch",
     "top_projections_html",
     "top_projections_png",
 ]
@@ -232,18 +233,17 @@ def _as_2d(sample: Any) -> Any | None:
     return None
 
 
-def patch_picture(patch: Any, clip: Any = None) -> Image.Image:
-    """An input patch ``(C, H, W)`` (or ``(C, L)``) min-max stretched on its own, the part off
-    the image (``clip (ndim, 2)``: pixels before/after the image per dimension) mid-grey; as in
-    the Figure-2 grids of :func:`convlens.scan.grid.patch_image`. Three channels are RGB, other
-    counts averaged to grey.
+def stretch_patch(patch: Any, clip: Any = None) -> np.ndarray:
+    """An input patch ``(C, H, W)`` (or ``(C, L)``) min-max stretched on its own to [0, 1] over
+    the pixels on the image; the part off the image (``clip (ndim, 2)``: pixels before/after
+    the image per dimension) at 0.5. Float64, shape ``(C, H, W)`` (``(C, 1, L)`` for 1-D). The
+    one rule of the Figure-2 patches, in notebooks and in :func:`convlens.scan.grid.patch_image`.
 
     >>> import numpy as np
-    >>> np.asarray(patch_picture(np.array([[[0.0, 1.0, 2.0, 9.0]]]), [[0, 0], [0, 1]])).tolist()
-    [[0, 128, 255, 128]]
+    >>> stretch_patch(np.array([[[0.0, 1.0, 2.0, 9.0]]]), [[0, 0], [0, 1]]).tolist()
+    [[[0.0, 0.5, 1.0, 0.5]]]
     """
     import numpy as np
-    from PIL import Image
 
     x = _numpy(patch)
     if x.ndim == 2:
@@ -268,6 +268,22 @@ def patch_picture(patch: Any, clip: Any = None) -> Image.Image:
     lo, hi = (values.min(), values.max()) if values.size else (0.0, 0.0)
     shown = (x - lo) / (hi - lo) if hi > lo else np.full_like(x, 0.5)
     shown[:, ~inside] = 0.5
+    return shown
+
+
+def patch_picture(patch: Any, clip: Any = None) -> Image.Image:
+    """:func:`stretch_patch` as a picture, as in the Figure-2 grids of
+    :func:`convlens.scan.grid.patch_image`. Three channels are RGB, other counts averaged to
+    grey.
+
+    >>> import numpy as np
+    >>> np.asarray(patch_picture(np.array([[[0.0, 1.0, 2.0, 9.0]]]), [[0, 0], [0, 1]])).tolist()
+    [[0, 128, 255, 128]]
+    """
+    import numpy as np
+    from PIL import Image
+
+    shown = stretch_patch(patch, clip)
     if shown.shape[0] != 3:
         shown = shown.mean(0, keepdims=True)
     pixels = np.clip(np.round(shown * 255), 0, 255).astype(np.uint8).transpose(1, 2, 0)

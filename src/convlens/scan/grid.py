@@ -35,6 +35,7 @@ from torch import Tensor
 from convlens.deconvnet.display import stretch
 from convlens.errors import ParameterError
 from convlens.io import atomic_write_bytes
+from convlens.notebook import stretch_patch
 from convlens.scan.crop import LayerProjections, TopProjections
 
 __all__ = ["channel_block", "layer_grid", "patch_image", "projection_image", "write_figures"]
@@ -58,25 +59,8 @@ def projection_image(projection: Tensor) -> Image.Image:
 
 def patch_image(patch: Tensor, clip: Tensor | None = None) -> Image.Image:
     """An input patch (C, H, W) min-max stretched; the clipped part (``clip (2, 2)``: pixels
-    before/after the image per dimension) in mid-grey."""
-    x = patch.detach().to(torch.float64)
-    inside = torch.ones(x.shape[1:], dtype=torch.bool)
-    if clip is not None:
-        for d in range(2):
-            before, after = int(clip[d, 0]), int(clip[d, 1])
-            index: list[Any] = [slice(None), slice(None)]
-            if before:
-                index[d] = slice(0, before)
-                inside[tuple(index)] = False
-                index[d] = slice(None)
-            if after:
-                index[d] = slice(x.shape[1 + d] - after, None)
-                inside[tuple(index)] = False
-    vals = x[:, inside]
-    lo, hi = (vals.min(), vals.max()) if vals.numel() else (x.new_zeros(()), x.new_zeros(()))
-    shown = (x - lo) / (hi - lo) if hi > lo else torch.full_like(x, 0.5)
-    shown[:, ~inside] = 0.5
-    return _to_pil(shown.to(torch.float32))
+    before/after the image per dimension) in mid-grey (:func:`convlens.notebook.stretch_patch`)."""
+    return _to_pil(torch.from_numpy(stretch_patch(patch, clip)).to(torch.float32))
 
 
 def _resize(image: Image.Image, tile: int) -> Image.Image:
