@@ -29,6 +29,7 @@ from convlens.cli import main
 from convlens.demo import WEIGHTS_PATH
 from convlens.demo.train import CHECKPOINT_EPOCHS
 from convlens.errors import ParameterError
+from convlens.io import MANIFEST, foreign_files, written_files
 from convlens.pipeline.evolution import feature_evolution
 
 
@@ -173,23 +174,36 @@ def test_run_folder_resume_overwrite_and_foreign_files(tmp_path) -> None:
     ckpts = [Checkpoint.from_state("a", net.state_dict())]
     out = tmp_path / "run"
     first = feature_evolution(net, ckpts, data, {"1": [0, 1]}, out=out)
-    (out / "mine.txt").write_text("the user's")
-    with pytest.raises(ParameterError, match="--resume"):
-        RunFolder.claim(out, "evolution")
+    assert foreign_files(out) == []  # the nested scan's files are listed as convlens's too
+    assert "scans/00-a/scan.json" in written_files(out)
+    with pytest.raises(ParameterError, match="--resume"), RunFolder.claim(out, "evolution"):
+        pass
     again = feature_evolution(net, ckpts, data, {"1": [0, 1]}, out=out, resume=True)
     assert torch.equal(first.layers["1"].projections, again.layers["1"].projections)
     summary = json.loads((out / "evolution.json").read_text())
     assert summary["layers"]["1"]["channels"] == [0, 1]
-    run = RunFolder.claim(out, "evolution", overwrite=True)
-    assert not (out / "evolution.json").exists()
-    assert not (out / "scans/00-a/scan.json").exists()
+    # a file of the user's in the folder: neither resumed nor overwritten, nothing deleted
+    (out / "mine.txt").write_text("the user's")
+    for flags in ({"resume": True}, {"overwrite": True}):
+        with (
+            pytest.raises(ParameterError, match="convlens never deletes"),
+            RunFolder.claim(out, "evolution", **flags),
+        ):
+            pass
+        assert (out / "evolution.json").is_file()
     assert (out / "mine.txt").read_text() == "the user's"
-    assert run.written() == []
+    (out / "mine.txt").unlink()
+    with RunFolder.claim(out, "evolution", overwrite=True) as run:
+        assert not (out / "evolution.json").exists()
+        assert not (out / "scans/00-a/scan.json").exists()
+        assert run.written() == []
+    assert [p.name for p in out.rglob("*")] == [MANIFEST]  # its files and folders removed
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "x").write_text("x")
     with pytest.raises(ParameterError, match="convlens never deletes"):
         feature_evolution(net, ckpts, data, ["1"], out=foreign)
+    assert [p.name for p in foreign.iterdir()] == ["x"]
 
 
 def test_cli_evolution_two_identical_files_and_one_line_errors(tmp_path, capsys) -> None:

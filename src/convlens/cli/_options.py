@@ -100,3 +100,31 @@ def parse_channels(text: str, param: str = "--channels") -> tuple[int, ...]:
             raise ParameterError(param, "ranges 'a-b' with 0 <= a <= b", part)
         out.extend(c for c in range(first, last + 1) if c not in out)
     return tuple(out)
+
+
+DEVICE_HELP = "cpu, cuda, cuda:1 ..."
+
+
+def device_option(func: F) -> F:
+    """``--device`` (default ``cpu``): the torch device the model runs on."""
+    return click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)(func)
+
+
+def demo_data_option(func: F) -> F:
+    """``--data`` (default ``demo``, the bundled sample), for commands that run on the demo."""
+    return click.option("--data", "data", default="demo", show_default=True, help=DATA_HELP)(func)
+
+
+def batch_size_option(default: int) -> Callable[[F], F]:
+    """``--batch-size`` (a positive int, default ``default``): images per forward pass."""
+
+    def decorate(func: F) -> F:
+        return click.option(
+            "--batch-size",
+            type=click.IntRange(min=1),
+            default=default,
+            show_default=True,
+            help="Images per forward pass.",
+        )(func)
+
+    return decorate

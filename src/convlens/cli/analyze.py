@@ -4,11 +4,20 @@ Zeiler & Fergus (arXiv:1311.2901) — Fig. 4, Fig. 5 and Table 1. Thin: parse, c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
 
-from convlens.cli._options import DATA_HELP, model_options, parse_channels, rule_option
+from convlens.cli._options import (
+    F,
+    batch_size_option,
+    demo_data_option,
+    device_option,
+    model_options,
+    parse_channels,
+    rule_option,
+)
 from convlens.errors import ParameterError
 
 _OUT_HELP = (
@@ -16,19 +25,43 @@ _OUT_HELP = (
 )
 
 
-def _out_options(func: click.decorators.FC) -> click.decorators.FC:
-    func = click.option(
-        "--progress/--no-progress", default=None, help="Progress bars (default: on a tty)."
-    )(func)
-    func = click.option(
-        "--overwrite",
-        is_flag=True,
-        help="Replace the files an earlier run of this command wrote in --out (nothing else).",
-    )(func)
-    func = click.option("--resume", is_flag=True, help="Continue an earlier run in --out.")(func)
+def _inputs(func: F) -> F:
+    """What every analysis reads: ``--model`` and its weights (:func:`model_options`), then
+    ``--data``."""
+    return model_options(demo_data_option(func))
+
+
+def _layers(demo_default: str, what: str = "Comma-separated module paths") -> Callable[[F], F]:
+    """``--layers`` (comma-separated module paths; ``demo_default`` for the demo model)."""
     return click.option(
-        "--out", "out_dir", required=True, type=click.Path(file_okay=False), help=_OUT_HELP
-    )(func)
+        "--layers", default=None, help=f"{what} [default for the demo: {demo_default}]."
+    )
+
+
+def _run(batch_size: int | None = None) -> Callable[[F], F]:
+    """The options every analysis ends with: ``--batch-size`` (when ``batch_size`` is its
+    default), ``--device``, then the run folder: ``--out`` (as ``out_dir``), ``--resume``,
+    ``--overwrite`` and ``--progress/--no-progress``."""
+
+    def decorate(func: F) -> F:
+        func = click.option(
+            "--progress/--no-progress", default=None, help="Progress bars (default: on a tty)."
+        )(func)
+        func = click.option(
+            "--overwrite",
+            is_flag=True,
+            help="Replace the files an earlier run of this command wrote in --out (nothing else).",
+        )(func)
+        func = click.option("--resume", is_flag=True, help="Continue an earlier run in --out.")(
+            func
+        )
+        func = click.option(
+            "--out", "out_dir", required=True, type=click.Path(file_okay=False), help=_OUT_HELP
+        )(func)
+        func = device_option(func)
+        return batch_size_option(batch_size)(func) if batch_size is not None else func
+
+    return decorate
 
 
 def _floats(text: str | None, param: str) -> list[float] | None:
@@ -55,7 +88,7 @@ def _layer_channels(
 
 
 @click.command("evolution")
-@model_options
+@_inputs
 @click.option(
     "--checkpoints",
     multiple=True,
@@ -65,12 +98,7 @@ def _layer_channels(
     "with weights_only=True), in training order; repeat the option. 'demo': the demo CNN at "
     "epochs 0, 1, 2, 5, 10.",
 )
-@click.option("--data", "data", default="demo", show_default=True, help=DATA_HELP)
-@click.option(
-    "--layers",
-    default=None,
-    help="Comma-separated module paths [default for the demo: features.0,features.3,features.6].",
-)
+@_layers("features.0,features.3,features.6")
 @click.option(
     "--channels",
     multiple=True,
@@ -94,9 +122,7 @@ def _layer_channels(
     show_default=True,
     help="Scan every N-th image only.",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
-@_out_options
+@_run(batch_size=64)
 def evolution_command(
     model_spec: str,
     weights: str | None,
@@ -162,13 +188,8 @@ def evolution_command(
 
 
 @click.command("invariance")
-@model_options
-@click.option("--data", "data", default="demo", show_default=True, help=DATA_HELP)
-@click.option(
-    "--layers",
-    default=None,
-    help="A low and a high layer, comma-separated [default for the demo: features.1,classifier.3].",
-)
+@_inputs
+@_layers("features.1,classifier.3", "A low and a high layer, comma-separated")
 @click.option(
     "--images",
     default=None,
@@ -197,9 +218,7 @@ def evolution_command(
     help="The class whose probability is shown: the dataset's label or the model's "
     "prediction on the original (auto: dataset for --data demo).",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
-@_out_options
+@_run(batch_size=256)
 def invariance_command(
     model_spec: str,
     weights: str | None,
@@ -269,13 +288,14 @@ def invariance_command(
         worst = result.probability[kind].min(0).values
         shown = ", ".join(f"{result.name_of(n)} {float(w):.2f}" for n, w in enumerate(worst))
         click.echo(f"{kind} ({len(values)} amounts): lowest true-class probability: {shown}")
+    for line in run.extra.get("skipped", ()):
+        click.echo(line)
     for path in run.files:
         click.echo(f"wrote {path}")
 
 
 @click.command("correspondence")
-@model_options
-@click.option("--data", "data", default="demo", show_default=True, help=DATA_HELP)
+@_inputs
 @click.option(
     "--boxes",
     type=click.Path(dir_okay=False),
@@ -283,11 +303,7 @@ def invariance_command(
     help="JSON or CSV of (image, box) rows: image (dataset index or path), top, left, height, "
     "width, part [default for --data demo: built-in parts of five classes].",
 )
-@click.option(
-    "--layers",
-    default=None,
-    help="Comma-separated module paths [default for the demo: features.3,features.7,classifier.3].",
-)
+@_layers("features.3,features.7,classifier.3")
 @click.option(
     "--per-part",
     type=click.IntRange(min=2),
@@ -319,8 +335,7 @@ def invariance_command(
     show_default=True,
     help="The occluder's value in the model's input units (0: grey, the mean).",
 )
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1 ...")
-@_out_options
+@_run()
 def correspondence_command(
     model_spec: str,
     weights: str | None,

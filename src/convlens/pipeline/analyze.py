@@ -48,10 +48,10 @@ from convlens.analysis.invariance import (
     invariance_figure,
 )
 from convlens.analysis.outputs import RunFolder
-from convlens.errors import ParameterError
+from convlens.errors import ParameterError, verbatim
 from convlens.pipeline.evolution import feature_evolution
 from convlens.pipeline.inputs import DEMO_DATA, open_inputs
-from convlens.scan.data import dataset_path
+from convlens.scan.data import SafeDataset, dataset_path
 
 __all__ = [
     "DEMO_CHECKPOINTS",
@@ -60,6 +60,8 @@ __all__ = [
     "DEMO_INVARIANCE_CLASSES",
     "DEMO_INVARIANCE_LAYERS",
     "AnalysisRun",
+    "ImageReader",
+    "check_classifier",
     "dataset_labels",
     "pick_images",
     "run_correspondence",
@@ -84,7 +86,9 @@ DEMO_CORRESPONDENCE_LAYERS = ("features.3", "features.7", "classifier.3")
 @dataclass(frozen=True)
 class AnalysisRun:
     """What a ``run_*`` did: its ``result``, the run folder ``out``, the ``files`` written
-    (absolute paths, this run's), the dataset ``description`` and ``notes`` (warnings)."""
+    (absolute paths, this run's, in the order first written), the dataset ``description``,
+    ``notes`` (warnings) and ``extra`` (invariance: ``skipped``, a line on the images that
+    could not be read; correspondence: ``table``)."""
 
     result: Any
     out: Path
@@ -115,15 +119,19 @@ def pick_images(
     count: int,
     classes: Sequence[int] | None = None,
     accept: Callable[[int], bool] | None = None,
+    usable: Callable[[int], bool] | None = None,
 ) -> list[int]:
     """The first image (in dataset order) of each of ``classes`` (default: the first
     ``count`` distinct labels) that ``accept(index)`` takes (default: any), at most ``count``;
-    a class with no accepted image falls back to its first image.
+    a class with no accepted image falls back to its first image that is ``usable(index)``
+    (default: any; a class with none is left out).
 
     >>> pick_images([2, 2, 0, 1, 0], 2), pick_images([2, 2, 0, 1, 0], 5, classes=[1, 0])
     ([0, 2], [3, 2])
     >>> pick_images([2, 2, 0, 1, 0], 1, accept=lambda i: i > 0)
     [1]
+    >>> pick_images([2, 2, 0, 1, 0], 3, accept=lambda i: False, usable=lambda i: i not in (0, 3))
+    [1, 2]
     """
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ParameterError("count", "a positive int", count)
@@ -133,22 +141,106 @@ def pick_images(
     order = list(members) if classes is None else [int(c) for c in classes if int(c) in members]
     out = []
     for c in order[:count]:
-        out.append(next((i for i in members[c] if accept is None or accept(i)), members[c][0]))
+        pick = next((i for i in members[c] if accept is None or accept(i)), None)
+        if pick is None:
+            pick = next((i for i in members[c] if usable is None or usable(i)), None)
+        if pick is not None:
+            out.append(pick)
     return out
 
 
-def _images(dataset: Any, indices: Sequence[int]) -> torch.Tensor:
-    out = []
-    for i in indices:
-        if not 0 <= int(i) < len(dataset):
-            raise ParameterError("images", f"dataset indices 0..{len(dataset) - 1}", i)
-        item = dataset[int(i)]
-        out.append(item[0] if isinstance(item, (tuple, list)) else item)
-    return torch.stack(out)
+def check_classifier(net: Any, image: torch.Tensor, device: str | torch.device = "cpu") -> None:
+    """Refuse, naming ``--model``, a model whose output for one ``image`` (C, H, W) is not
+    class scores (1, classes): Fig. 5 plots the probability of the true class.
+
+    >>> from torch import nn
+    >>> check_classifier(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), torch.zeros(1, 2, 2))
+    >>> try:
+    ...     check_classifier(nn.Conv2d(1, 2, 1), torch.zeros(1, 2, 2))
+    ... except ParameterError as exc:
+    ...     print(exc)
+    --model: expected a classifier: class scores (N, classes) as output (Fig. 5 plots the true class's probability), received a model whose output is (1, 2, 2, 2)
+    """
+    with torch.no_grad():
+        output = net(image.unsqueeze(0).to(device))
+    if not isinstance(output, torch.Tensor) or output.dim() != 2:
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ParameterError(
+            "--model",
+            "a classifier: class scores (N, classes) as output (Fig. 5 plots the true "
+            "class's probability)",
+            verbatim(f"a model whose output is {shape}"),
+        )
 
 
-def _written(run: RunFolder, before: int = 0) -> list[Path]:
-    return [run.path / f for f in run.written()[before:] if (run.path / f).is_file()]
+class ImageReader:
+    """Items of ``dataset`` read one at a time as a scan reads them
+    (:class:`~convlens.scan.data.SafeDataset`): an image that cannot be read is remembered
+    (:meth:`failures`) instead of ending the run.
+
+    >>> reader = ImageReader([(torch.zeros(1, 2, 2), 0), ("not an image", 1)])
+    >>> reader.get(0).shape, reader.get(1), [f["index"] for f in reader.failures()]
+    (torch.Size([1, 2, 2]), None, [1])
+    """
+
+    def __init__(self, dataset: Any) -> None:
+        self._safe = SafeDataset(dataset)
+        self._failures: dict[int, dict[str, Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self._safe)
+
+    def get(self, index: int) -> torch.Tensor | None:
+        """Item ``index``'s input, or None when it cannot be read."""
+        if index in self._failures:
+            return None
+        _, x, failure = self._safe[index]
+        if failure is not None:
+            self._failures[index] = failure
+        return x
+
+    def require(self, index: int) -> torch.Tensor:
+        """Item ``index``'s input; an index out of range or an unreadable image is refused."""
+        if not 0 <= int(index) < len(self):
+            raise ParameterError("images", f"dataset indices 0..{len(self) - 1}", index)
+        x = self.get(int(index))
+        if x is None:
+            f = self._failures[int(index)]
+            raise ParameterError(
+                "--images",
+                "images that can be read",
+                verbatim(f"#{index} {f['path'] or ''}: {f['error']}".replace(" :", ":")),
+            )
+        return x
+
+    def first(self) -> torch.Tensor:
+        """The first input that can be read (refused, naming ``--data``, when none can)."""
+        for i in range(len(self)):
+            x = self.get(i)
+            if x is not None:
+                return x
+        raise ParameterError("--data", "a dataset with readable images", self.failure_text())
+
+    def failures(self) -> list[dict[str, Any]]:
+        """``{index, path, error}`` of every item that could not be read, by index."""
+        return [self._failures[i] for i in sorted(self._failures)]
+
+    def failure_text(self) -> Any:
+        shown = [f"{f['path'] or f['index']} ({f['error']})" for f in self.failures()[:3]]
+        more = len(self._failures) - len(shown)
+        text = "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
+        return verbatim(f"{len(self._failures)} unreadable: {text}" if shown else "no items")
+
+    def notes(self) -> tuple[str, ...]:
+        """One line for the user when images were skipped, else none."""
+        if not self._failures:
+            return ()
+        return (f"skipped {self.failure_text()} (listed in meta.skipped)",)
+
+
+def _files(run: RunFolder) -> list[Path]:
+    """What this run wrote (absolute paths, in the order first written)."""
+    return [run.path / f for f in run.written()]
 
 
 # ------------------------------------------------------------------------------- evolution
@@ -190,6 +282,7 @@ def run_evolution(
         if os.fspath(model) != "demo":
             raise ParameterError("--layers", "the layers to follow (module paths)", None)
         layers = list(DEMO_EVOLUTION_LAYERS)
+    RunFolder.check(out, "evolution", resume=resume, overwrite=overwrite)  # before any work
     ckpts = demo_checkpoints() if demo else read_checkpoints(checkpoints)
     first_file = None if demo or weights is not None else ckpts[0].source
     inputs = open_inputs(
@@ -201,44 +294,35 @@ def run_evolution(
         seed=model_seed,
         every=every,
     )
-    run = RunFolder.claim(out, "evolution", resume=resume, overwrite=overwrite)
-    result: EvolutionResult = feature_evolution(
-        inputs.loaded,
-        ckpts,
-        inputs.dataset,
-        layers,
-        per_layer=per_layer,
-        seed=seed,
-        rule=rule,
-        method=method,
-        batch_size=batch_size,
-        out=run,
-        resume=resume,
-        progress=progress,
-        device=device,
-        on_checkpoint=on_checkpoint,
-    )
-    result.meta.update(
-        {
-            "data": inputs.description,
-            "preprocessing": inputs.preprocessing,
-            "every": every,
-            "model_seed": model_seed,
-        }
-    )
-    run.write_json("evolution.json", result.summary())
-    run.write_figure("evolution.png", evolution_figure(result, show="projection"))
-    run.write_figure("evolution_patches.png", evolution_figure(result, show="patch"))
-    files = [
-        run.path / n
-        for n in (
-            "evolution.json",
-            "evolution.safetensors",
-            "evolution.png",
-            "evolution_patches.png",
+    with RunFolder.claim(out, "evolution", resume=resume, overwrite=overwrite) as run:
+        result: EvolutionResult = feature_evolution(
+            inputs.loaded,
+            ckpts,
+            inputs.dataset,
+            layers,
+            per_layer=per_layer,
+            seed=seed,
+            rule=rule,
+            method=method,
+            batch_size=batch_size,
+            out=run,
+            resume=resume,
+            progress=progress,
+            device=device,
+            on_checkpoint=on_checkpoint,
         )
-    ]
-    return AnalysisRun(result, run.path, files, inputs.description, inputs.notes)
+        result.meta.update(
+            {
+                "data": inputs.description,
+                "preprocessing": inputs.preprocessing,
+                "every": every,
+                "model_seed": model_seed,
+            }
+        )
+        run.write_json("evolution.json", result.summary())
+        run.write_figure("evolution.png", evolution_figure(result, show="projection"))
+        run.write_figure("evolution_patches.png", evolution_figure(result, show="patch"))
+    return AnalysisRun(result, run.path, _files(run), inputs.description, inputs.notes)
 
 
 # ------------------------------------------------------------------------------- invariance
@@ -277,22 +361,34 @@ def run_invariance(
         if os.fspath(model) != "demo":
             raise ParameterError("--layers", "a low and a high layer (module paths)", None)
         layers = list(DEMO_INVARIANCE_LAYERS)
+    RunFolder.check(out, "invariance", resume=resume, overwrite=overwrite)  # before any work
     inputs = open_inputs(
         model, data, weights=weights, allow_random=allow_random, device=device, seed=model_seed
     )
     dataset = inputs.dataset
+    net = inputs.loaded.model
     labels_all = dataset_labels(dataset)
+    reader = ImageReader(dataset)
     if images is None:
+        check_classifier(net, reader.first(), device)
         classes = DEMO_INVARIANCE_CLASSES if os.fspath(data) == DEMO_DATA else None
 
         def correct(i: int) -> bool:  # the paper shows images the model gets right
+            x = reader.get(i)
+            if x is None:
+                return False
             with torch.no_grad():
-                logits = inputs.loaded.model(_images(dataset, [i]).to(device))
+                logits = net(x.unsqueeze(0).to(device))
             return int(logits.argmax(1)) == labels_all[i]
 
-        images = pick_images(labels_all, count, classes, accept=correct)
+        images = pick_images(
+            labels_all, count, classes, accept=correct, usable=lambda i: reader.get(i) is not None
+        )
+        if not images:
+            raise ParameterError("--data", "readable images", reader.failure_text())
     images = [int(i) for i in images]
-    x = _images(dataset, images)
+    x = torch.stack([reader.require(i) for i in images])
+    check_classifier(net, x[0], device)
     use = (
         true_class
         if true_class != "auto"
@@ -304,7 +400,7 @@ def run_invariance(
             raise ParameterError("true_class", "a dataset with labels, or 'predicted'", "dataset")
     else:
         with torch.no_grad():
-            labels = inputs.loaded.model(x.to(device)).argmax(1).tolist()
+            labels = net(x.to(device)).argmax(1).tolist()
     if isinstance(fill, str):
         if fill == "black":
             size = inputs.loaded.input_size or tuple(x.shape[2:])
@@ -318,42 +414,42 @@ def run_invariance(
         fill_value = float(fill)
     plan = default_amounts(tuple(x.shape[2:]))
     plan.update({k: list(v) for k, v in (amounts or {}).items()})
-    run = RunFolder.claim(out, "invariance", resume=resume, overwrite=overwrite)
-    result: InvarianceResult = invariance(
-        inputs.loaded,
-        x,
-        labels,
-        layers,
-        amounts=plan,
-        fill=fill_value,
-        batch_size=batch_size,
-        image_ids=images,
-        class_names=inputs.loaded.class_names,
-        progress=progress,
-    )
-    result.meta.update(
-        {
-            "data": inputs.description,
-            "true_class": use,
-            "fill_requested": fill,
-            "randomness": "none (deterministic)",
-            "model_seed": model_seed,
-        }
-    )
-    run.write_json("invariance.json", result.summary())
-    run.write_text("invariance.csv", result.csv_text())
-    run.write_figure("invariance.png", invariance_figure(result))
-    run.write_figure("invariance_normalized.png", invariance_figure(result, normalized=True))
-    files = [
-        run.path / n
-        for n in (
-            "invariance.json",
-            "invariance.csv",
-            "invariance.png",
-            "invariance_normalized.png",
+    with RunFolder.claim(out, "invariance", resume=resume, overwrite=overwrite) as run:
+        result: InvarianceResult = invariance(
+            inputs.loaded,
+            x,
+            labels,
+            layers,
+            amounts=plan,
+            fill=fill_value,
+            batch_size=batch_size,
+            image_ids=images,
+            class_names=inputs.loaded.class_names,
+            progress=progress,
         )
-    ]
-    return AnalysisRun(result, run.path, files, inputs.description, inputs.notes)
+        result.meta.update(
+            {
+                "data": inputs.description,
+                "true_class": use,
+                "fill_requested": fill,
+                "randomness": "none (deterministic)",
+                "model_seed": model_seed,
+                "skipped": reader.failures(),
+            }
+        )
+        run.write_json("invariance.json", result.summary())
+        run.write_text("invariance.csv", result.csv_text())
+        run.write_figure("invariance.png", invariance_figure(result))
+        run.write_figure("invariance_normalized.png", invariance_figure(result, normalized=True))
+    skipped = reader.notes()
+    return AnalysisRun(
+        result,
+        run.path,
+        _files(run),
+        inputs.description,
+        (*inputs.notes, *skipped),
+        {"skipped": skipped},
+    )
 
 
 # --------------------------------------------------------------------------- correspondence
@@ -387,6 +483,7 @@ def run_correspondence(
         if os.fspath(model) != "demo":
             raise ParameterError("--layers", "the layers to compare (module paths)", None)
         layers = list(DEMO_CORRESPONDENCE_LAYERS)
+    RunFolder.check(out, "correspondence", resume=resume, overwrite=overwrite)  # before any work
     inputs = open_inputs(
         model, data, weights=weights, allow_random=allow_random, device=device, seed=model_seed
     )
@@ -407,26 +504,25 @@ def run_correspondence(
         source = "built-in demo parts (convlens.analysis.correspondence.DEMO_PARTS)"
     else:
         raise ParameterError("--boxes", "a JSON or CSV file of (image, box) rows", None)
-    run = RunFolder.claim(out, "correspondence", resume=resume, overwrite=overwrite)
-    result: CorrespondenceResult = correspondence(
-        inputs.loaded,
-        dataset,
-        parts,
-        layers,
-        repeats=repeats,
-        seed=seed,
-        zero=zero,
-        fill=fill,
-        progress=progress,
+    with RunFolder.claim(out, "correspondence", resume=resume, overwrite=overwrite) as run:
+        result: CorrespondenceResult = correspondence(
+            inputs.loaded,
+            dataset,
+            parts,
+            layers,
+            repeats=repeats,
+            seed=seed,
+            zero=zero,
+            fill=fill,
+            progress=progress,
+        )
+        result.meta.update({"data": inputs.description, "boxes": source, "model_seed": model_seed})
+        table = correspondence_table(result)
+        run.write_json("correspondence.json", result.summary())
+        run.write_text(
+            "correspondence.txt", table + "\n\n" + correspondence_table(result, raw=True) + "\n"
+        )
+        run.write_figure("correspondence.png", correspondence_figure(result, dataset))
+    return AnalysisRun(
+        result, run.path, _files(run), inputs.description, inputs.notes, {"table": table}
     )
-    result.meta.update({"data": inputs.description, "boxes": source, "model_seed": model_seed})
-    table = correspondence_table(result)
-    run.write_json("correspondence.json", result.summary())
-    run.write_text(
-        "correspondence.txt", table + "\n\n" + correspondence_table(result, raw=True) + "\n"
-    )
-    run.write_figure("correspondence.png", correspondence_figure(result, dataset))
-    files = [
-        run.path / n for n in ("correspondence.json", "correspondence.txt", "correspondence.png")
-    ]
-    return AnalysisRun(result, run.path, files, inputs.description, inputs.notes, {"table": table})

@@ -18,6 +18,7 @@ figure are :mod:`convlens.analysis.evolution`'s.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import re
@@ -106,11 +107,37 @@ def feature_evolution(
             raise ParameterError(
                 "layers", "module paths of the model", layer, hint=", ".join(list(modules)[1:30])
             )
-    run: RunFolder | None
-    if out is None or isinstance(out, RunFolder):
-        run = out
-    else:
-        run = RunFolder.claim(out, "evolution", resume=resume)
+    with contextlib.ExitStack() as stack:
+        run: RunFolder | None
+        if out is None or isinstance(out, RunFolder):
+            run = out
+        else:
+            run = stack.enter_context(RunFolder.claim(out, "evolution", resume=resume))
+        return _evolve(
+            base, name, checkpoints, dataset, spec, run, per_layer=per_layer, seed=seed,
+            rule=rule, method=method, batch_size=batch_size, resume=resume, progress=progress,
+            device=device, on_checkpoint=on_checkpoint,
+        )  # fmt: skip
+
+
+def _evolve(
+    base: nn.Module,
+    name: str,
+    checkpoints: list[Checkpoint],
+    dataset: Any,
+    spec: dict[str, list[int] | None],
+    run: RunFolder | None,
+    *,
+    per_layer: int,
+    seed: int,
+    rule: str,
+    method: str,
+    batch_size: int,
+    resume: bool,
+    progress: bool | None,
+    device: str | torch.device | None,
+    on_checkpoint: Callable[[int, Checkpoint], None] | None,
+) -> EvolutionResult:
     net = copy.deepcopy(base)
     names = list(spec)
     chosen: dict[str, list[int]] = {}
@@ -124,9 +151,7 @@ def feature_evolution(
         folder = None
         if run is not None:
             sub = f"scans/{k:02d}-{_slug(ck.label)}"
-            folder = run.path / sub
-            for f in (RESULT_JSON, RESULT_TENSORS, checkpoint_path(".").name):
-                run.record(f"{sub}/{f}")
+            folder = run.nested(sub, (RESULT_JSON, RESULT_TENSORS, checkpoint_path(".").name))
         found = scan(
             _Weighted(net, name, ck.sha256, ck.source),
             dataset,
@@ -139,6 +164,8 @@ def feature_evolution(
             device=device,
             meta={"checkpoint": ck.label, "analysis": "evolution"},
         )
+        if run is not None:
+            run.adopt(sub)
         if not chosen:
             counts = {n: found.layers[n].channels for n in names}
             chosen = resolve_channels(spec, counts, per_layer, seed)
