@@ -59,6 +59,7 @@ from convlens.deconvnet.explicit import (
     layer_forward,
     with_switch_grid,
 )
+from convlens.deconvnet.target import check_seed, seed_values
 from convlens.errors import ParameterError, UnsupportedModuleError
 
 __all__ = [
@@ -425,6 +426,7 @@ def cropped_projections(
     rule: str = "deconvnet",
     chunk: int = 256,
     memory_budget: int = 1 << 30,
+    seed: str = "value",
 ) -> CroppedProjections:
     """Deconvnet projections of single units, each computed on its receptive field only.
 
@@ -432,11 +434,13 @@ def cropped_projections(
     of layer ``layer``'s output for input ``inputs[row]``. Equal to the full-size projection
     (:func:`convlens.deconvnet.project` with that position) restricted to the box, which is
     zero elsewhere. Targets run in batches of at most ``chunk``, fewer where their windows
-    would need more than ``memory_budget`` bytes.
+    would need more than ``memory_budget`` bytes. ``seed``: what the unit is set to before the
+    reversed pass (:data:`~convlens.deconvnet.target.SEEDS`).
     """
     if isinstance(chain, nn.Module):
         chain = chain_of(chain)
     rule = check_rule(rule)
+    seed = check_seed(seed)
     spatial = tuple(int(v) for v in inputs.shape[2:])
     _, plan, units, rows, channels, twins = _prepare(
         chain, inputs.shape[0], spatial, layer, targets
@@ -446,7 +450,9 @@ def cropped_projections(
     projections, values = [], []
     for lo in range(0, len(targets), size):
         sl = slice(lo, lo + size)
-        p, v = _crop_chunk(chain, twins, plan, inputs, rows[sl], channels[sl], units[sl], rule)
+        p, v = _crop_chunk(
+            chain, twins, plan, inputs, rows[sl], channels[sl], units[sl], rule, seed
+        )
         projections.append(p)
         values.append(v)
     return _result(plan, units, spatial, projections, values)
@@ -461,6 +467,7 @@ def _crop_chunk(
     channels: Tensor,
     units: Tensor,
     rule: str,
+    seed: str,
 ) -> tuple[Tensor, Tensor]:
     dev = inputs.device
     starts = plan.starts(units.to(dev))
@@ -483,7 +490,7 @@ def _crop_chunk(
         t_idx = torch.arange(x.shape[0], device=dev)
         values = x.reshape(x.shape[0], x.shape[1])[t_idx, channels.to(dev)]
         signal = torch.zeros_like(x)
-        signal.view(x.shape[0], x.shape[1])[t_idx, channels.to(dev)] = values
+        signal.view(x.shape[0], x.shape[1])[t_idx, channels.to(dev)] = seed_values(values, seed)
         for i in range(plan.upto, -1, -1):
             path, _ = chain[i]
             signal = layer_backward(twins[i], signal, states[i], rule, path)
@@ -504,6 +511,7 @@ def cone_backward(
     chunk: int = 64,
     memory_budget: int = 1 << 30,
     c_in: int | None = None,
+    seed: str = "value",
 ) -> CroppedProjections:
     """The reversed pass of :func:`cone_projections` from a forward pass already run.
 
@@ -514,6 +522,7 @@ def cone_backward(
     ones; the reversed pass runs on the windows, in batches of at most ``chunk`` targets.
     """
     rule = check_rule(rule)
+    seed = check_seed(seed)
     spatial = tuple(int(v) for v in input_size)
     upto, plan, units_all, rows_all, channels_all, twins = _prepare(
         chain, top.shape[0], spatial, layer, targets
@@ -536,7 +545,7 @@ def cone_backward(
         key: tuple[Tensor, ...] = (rows, chans, *unit.unbind(1))
         vals = top[key]
         signal = top.new_zeros((t_count, top.shape[1], *([1] * ndim)))
-        signal.view(t_count, -1)[torch.arange(t_count, device=dev), chans] = vals
+        signal.view(t_count, -1)[torch.arange(t_count, device=dev), chans] = seed_values(vals, seed)
         with torch.no_grad():
             for i in range(upto, -1, -1):
                 path, module = chain[i]
@@ -597,6 +606,7 @@ def cone_projections(
     rule: str = "deconvnet",
     chunk: int = 64,
     memory_budget: int = 1 << 30,
+    seed: str = "value",
 ) -> CroppedProjections:
     """Like :func:`cropped_projections`, but the forward pass runs once per input at full
     size (shared by all of that input's targets) and only the reversed pass runs on the
@@ -620,6 +630,7 @@ def cone_projections(
         chunk=chunk,
         memory_budget=memory_budget,
         c_in=int(inputs.shape[1]),
+        seed=seed,
     )
 
 

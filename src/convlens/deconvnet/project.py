@@ -25,8 +25,7 @@ full-size forward pass, so its switches and ReLU signs are those of the full pas
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +33,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from convlens.checks import check_model_inputs, forward_error
 from convlens.deconvnet.cone import (
     can_crop,
     chain_plan,
@@ -54,9 +54,11 @@ from convlens.deconvnet.explicit import (
     slice_state,
 )
 from convlens.deconvnet.rules import batched_vjp
-from convlens.deconvnet.target import Target, as_targets, locate, select
+from convlens.deconvnet.target import Target, as_targets, check_seed, locate, select
+from convlens.deconvnet.verify import chain_mismatch
 from convlens.errors import ConvLensError, ParameterError, ParameterTypeError
 from convlens.layer_paths import check_layer_path
+from convlens.loaded import eval_mode
 
 __all__ = ["DEFAULT_MEMORY_BUDGET", "ENGINES", "METHODS", "Projection", "eval_mode", "project"]
 
@@ -80,7 +82,9 @@ class Projection:
     ``values`` (N, T): the projected activation (for ``"map"`` the sum of the map);
     ``positions`` (N, T, spatial dims): the unit projected (``-1`` for ``"map"``, and to pad
     targets on layers with fewer spatial dimensions); ``engine``: the engine that ran;
-    ``methods``: per target, how it ran (``"crop"``, ``"cone"`` or ``"full"``).
+    ``methods``: per target, how it ran (``"crop"``, ``"cone"`` or ``"full"``); ``seed``: what
+    the chosen activations were set to (``"value"`` or ``"one"``); ``engine_note``: why that
+    engine ran.
     """
 
     projections: Tensor
@@ -90,6 +94,8 @@ class Projection:
     rule: str
     engine: str
     methods: tuple[str, ...] = ()
+    seed: str = "value"
+    engine_note: str = ""
 
     @property
     def method(self) -> str:
@@ -108,36 +114,6 @@ class Projection:
         from convlens.notebook import projection_png
 
         return projection_png(self, to_image)
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode for the block, then restore every module's own flag.
-
-    >>> net = nn.Sequential(nn.Dropout()).train()
-    >>> with eval_mode(net):
-    ...     net.training
-    False
-    >>> net.training
-    True
-    """
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield model
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
-def _check_inputs(inputs: Any) -> Tensor:
-    if not isinstance(inputs, Tensor):
-        raise ParameterTypeError("inputs", "a tensor (N, C, *spatial)", inputs)
-    if inputs.dim() < 2 or inputs.shape[0] < 1:
-        raise ParameterError("inputs", "a batch (N, C, *spatial) with N >= 1", tuple(inputs.shape))
-    if not inputs.is_floating_point():
-        raise ParameterError("inputs", "a floating-point tensor", str(inputs.dtype))
-    return inputs
 
 
 def _layer_index(chain: Sequence[tuple[str, nn.Module]], layer: str) -> int | None:
@@ -161,8 +137,11 @@ def _check_budget(memory_budget: Any) -> int:
     return memory_budget
 
 
-def _explicit_chain(model: Any, targets: Sequence[Target]) -> list[tuple[str, nn.Module]]:
-    """The chain for the explicit engine, checked up to the deepest target (errors otherwise)."""
+def _explicit_chain(
+    model: Any, targets: Sequence[Target]
+) -> tuple[list[tuple[str, nn.Module]], int]:
+    """The chain for the explicit engine, checked up to the deepest target (errors otherwise),
+    and the index of that target's layer."""
     chain = chain_of(model)
     deepest = 0
     for target in targets:
@@ -175,7 +154,21 @@ def _explicit_chain(model: Any, targets: Sequence[Target]) -> list[tuple[str, nn
             )
         deepest = max(deepest, index)
     check_chain(chain, deepest)
-    return chain
+    return chain, deepest
+
+
+def _plain(model: nn.Module) -> bool:
+    """``model`` is a plain ``nn.Sequential`` of plain ones: its forward *is* the chain."""
+    return type(model) is nn.Sequential and all(
+        type(m) is nn.Sequential for m in model.modules() if isinstance(m, nn.Sequential)
+    )
+
+
+def _first_channels(chain: Sequence[tuple[str, nn.Module]]) -> int | None:
+    for _, module in chain:
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            return int(module.in_channels)
+    return None
 
 
 def _groups(targets: Sequence[Target]) -> dict[str, list[int]]:
@@ -248,6 +241,7 @@ def _run_explicit(
     targets: Sequence[Target],
     rule: str,
     method: str,
+    seed: str,
     memory_budget: int,
 ) -> _Out:
     groups = _groups(targets)
@@ -283,9 +277,11 @@ def _run_explicit(
         full = maps + (units if how == "full" else [])
         if full:
             assert fwd is not None
-            _full_size(chain, fwd, i, sorted(full), targets, rule, memory_budget, out)
+            _full_size(chain, fwd, i, sorted(full), targets, rule, seed, memory_budget, out)
         if units and how != "full":
-            _on_windows(chain, fwd, i, layer, units, targets, inputs, rule, how, memory_budget, out)
+            _on_windows(
+                chain, fwd, i, layer, units, targets, inputs, rule, seed, how, memory_budget, out
+            )
     return out
 
 
@@ -296,6 +292,7 @@ def _full_size(
     members: list[int],
     targets: Sequence[Target],
     rule: str,
+    seed: str,
     memory_budget: int,
     out: _Out,
 ) -> None:
@@ -321,7 +318,7 @@ def _full_size(
         states = [slice_state(state, slice(a, b)) for state in ready]
         for c in range(0, len(members), block_t):
             chunk = members[c : c + block_t]
-            signal, values, positions = select(activation[a:b], [targets[t] for t in chunk])
+            signal, values, positions = select(activation[a:b], [targets[t] for t in chunk], seed)
             back = backward_chain(chain, signal, states, i, rule)
             consecutive = chunk == list(range(chunk[0], chunk[0] + len(chunk)))
             index: Any = slice(chunk[0], chunk[-1] + 1) if consecutive else torch.tensor(chunk)
@@ -339,6 +336,7 @@ def _on_windows(
     targets: Sequence[Target],
     inputs: Tensor,
     rule: str,
+    seed: str,
     how: str,
     memory_budget: int,
     out: _Out,
@@ -367,7 +365,7 @@ def _on_windows(
     spatial = tuple(int(v) for v in inputs.shape[2:])
     if how == "crop":
         res = cropped_projections(
-            chain, inputs, layer, jobs, rule=rule, memory_budget=memory_budget
+            chain, inputs, layer, jobs, rule=rule, memory_budget=memory_budget, seed=seed
         )
     else:
         assert fwd is not None
@@ -381,6 +379,7 @@ def _on_windows(
             rule=rule,
             memory_budget=memory_budget,
             c_in=int(inputs.shape[1]),
+            seed=seed,
         )
     t_count = out.projections.shape[1]
     rows = torch.tensor([r * t_count + members[k] for r in range(n) for k in range(len(members))])
@@ -399,6 +398,7 @@ def _run_rules(
     inputs: Tensor,
     targets: Sequence[Target],
     rule: str,
+    seed: str,
     memory_budget: int,
 ) -> dict[str, tuple[Tensor, Tensor, Tensor]]:
     """All targets of a layer backpropagated through one recorded forward pass
@@ -414,7 +414,7 @@ def _run_rules(
             values, positions, _ = locate(activation, [targets[t] for t in members])
             found[layer] = (values, positions)
         chosen = [targets[t] for t in members[rows]]
-        signal = select(activation, chosen)[0]
+        signal = select(activation, chosen, seed)[0]
         # (t, N, ...): one cotangent per target, each a batch of the N inputs
         return signal.reshape(n, len(chosen), *activation.shape[1:]).transpose(0, 1)
 
@@ -435,20 +435,29 @@ def project(
     rule: str = "deconvnet",
     engine: str = "auto",
     method: str = "auto",
+    seed: str = "value",
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> Projection:
     """Project each target's activation of each input back to input space.
 
     ``model``: an ``nn.Module`` (or, for the explicit engine, a list of modules; see
-    :func:`~convlens.deconvnet.explicit.chain_of`). ``inputs``: a batch (N, C, *spatial).
-    ``targets``: :class:`Target` s (layer by module path). ``rule``: ``"deconvnet"`` (Zeiler &
-    Fergus, arXiv:1311.2901), ``"guided"`` (guided backprop, Springenberg et al.,
-    arXiv:1412.6806) or ``"gradient"``. ``engine``: ``"explicit"``, ``"rules"`` or ``"auto"``
-    (explicit where the model is a chain of supported layers up to every target).
-    ``method`` (explicit engine, unit targets): ``"cone"``, ``"crop"``, ``"full"`` or
-    ``"auto"`` (see the module docstring); the rules engine runs ``"full"`` only. The result's
-    ``methods`` say which ran. ``memory_budget``: bytes of working memory the batches of
-    targets are sized to (the result itself, N x T inputs, comes on top).
+    :func:`~convlens.deconvnet.explicit.chain_of`). ``inputs``: a batch (N, C, *spatial) on the
+    model's device, of its dtype. ``targets``: :class:`Target` s (layer by module path).
+    ``rule``: ``"deconvnet"`` (Zeiler & Fergus, arXiv:1311.2901), ``"guided"`` (guided
+    backprop, Springenberg et al., arXiv:1412.6806) or ``"gradient"``. ``engine``:
+    ``"explicit"``, ``"rules"`` or ``"auto"``: explicit where the model is a chain of supported
+    layers up to every target *and* its own ``forward`` runs that chain on this batch (checked
+    with hooks, :func:`~convlens.deconvnet.verify.chain_mismatch`; a model that flips, scales
+    or branches gets the rules engine, and ``engine="explicit"`` is refused for it), rules
+    otherwise; both give the same projections where both apply. The result's ``engine`` says
+    which ran and ``engine_note`` why. ``method`` (explicit engine, unit targets): ``"cone"``,
+    ``"crop"``, ``"full"`` or ``"auto"`` (see the module docstring); the rules engine runs
+    ``"full"`` only; the result's ``methods`` say which ran. ``seed``: the chosen activation
+    keeps its ``"value"`` (Zeiler & Fergus) or is set to ``"one"`` (as Captum, zennit and
+    Grad-CAM seed the gradient); the two differ by more than a scale for units whose value is
+    not positive (:data:`~convlens.deconvnet.target.SEEDS`). ``memory_budget``: bytes of
+    working memory the batches of targets are sized to (the result itself, N x T inputs, comes
+    on top).
 
     One forward pass serves all targets of an input batch: the explicit engine broadcasts its
     switches and ReLU signs over the targets; the rules engine backpropagates all targets
@@ -461,22 +470,24 @@ def project(
     """
     target_list = as_targets(targets)
     rule = check_rule(rule)
+    seed = check_seed(seed)
     if engine not in ENGINES:
         raise ParameterError("engine", f"one of {', '.join(ENGINES)}", engine)
     if method not in METHODS:
         raise ParameterError("method", f"one of {', '.join(METHODS)}", method)
     memory_budget = _check_budget(memory_budget)
-    inputs = _check_inputs(inputs)
-    chain = None
+    chain: list[tuple[str, nn.Module]] | None = None
+    deepest = 0
+    note = ""
     if engine in ("explicit", "auto"):
         if isinstance(model, nn.Module):
             _check_layers(model, target_list)
         try:
-            chain = _explicit_chain(model, target_list)
-        except ConvLensError:
+            chain, deepest = _explicit_chain(model, target_list)
+        except ConvLensError as exc:
             if engine == "explicit":
                 raise
-            chain = None
+            note = f"rules: no chain for the explicit engine ({exc})"
     if chain is None:
         if not isinstance(model, nn.Module):
             raise ParameterTypeError("model", "an nn.Module", model)
@@ -495,10 +506,37 @@ def project(
                 "engine: a chain of conv, max-pool and pointwise layers)",
                 method,
             )
+        note = note or "rules: asked for"
     owner = model if isinstance(model, nn.Module) else nn.ModuleList(model)
+    inputs = check_model_inputs(
+        owner, inputs, "inputs", channels=_first_channels(chain) if chain else None
+    )
     with eval_mode(owner):
         if chain is not None:
-            out = _run_explicit(chain, inputs, target_list, rule, method, memory_budget)
+            if not isinstance(model, nn.Module):
+                note = "explicit: the chain of modules given"
+            elif _plain(model):
+                note = "explicit: a plain nn.Sequential, whose forward is the chain"
+            else:
+                reason = chain_mismatch(model, chain, inputs, deepest)
+                if reason is not None and engine == "explicit":
+                    raise ParameterError(
+                        "engine",
+                        "'rules' or 'auto' for a model whose forward does not run its layers "
+                        "as the chain the explicit engine reverses",
+                        engine,
+                        hint=f"on this batch, {reason}",
+                    )
+                if reason is None:
+                    note = "explicit: the model's forward runs the chain (checked on this batch)"
+                else:
+                    chain = None
+                    note = f"rules: the model's forward is not the chain on this batch ({reason})"
+        if chain is not None:
+            try:
+                out = _run_explicit(chain, inputs, target_list, rule, method, seed, memory_budget)
+            except RuntimeError as exc:  # torch on the user's layers and tensors
+                raise forward_error(owner, inputs, exc, inputs_param="inputs") from exc
             return Projection(
                 out.projections,
                 out.values,
@@ -507,8 +545,10 @@ def project(
                 rule,
                 "explicit",
                 tuple(out.methods),
+                seed,
+                note,
             )
-        parts = _run_rules(model, inputs, target_list, rule, memory_budget)
+        parts = _run_rules(model, inputs, target_list, rule, seed, memory_budget)
     projections, values, positions = _assemble(
         inputs.shape[0], tuple(inputs.shape[1:]), target_list, parts, inputs
     )
@@ -520,4 +560,6 @@ def project(
         rule,
         "rules",
         ("full",) * len(target_list),
+        seed,
+        note,
     )

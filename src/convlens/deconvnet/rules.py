@@ -34,8 +34,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from convlens.checks import forward_error
 from convlens.deconvnet.explicit import check_rule, relu_backward
-from convlens.errors import ParameterError
+from convlens.errors import ConvLensError, ParameterError
 
 __all__ = ["ReluRuleMode", "RuleReLU", "batched_vjp", "capture_outputs", "relu_rule"]
 
@@ -53,7 +54,9 @@ class RuleReLU(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, rule: str) -> Tensor:
-        return x * (x > 0)
+        # bit for bit what torch.relu gives (-inf -> 0, NaN stays NaN, -0.0 stays -0.0);
+        # x * (x > 0) would turn -inf into NaN and every negative into -0.0
+        return torch.clamp_min(x, 0)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
@@ -165,7 +168,7 @@ def _loop_vjp(
     layers = list(counts)
     x = inputs.detach().clone().requires_grad_(True)
     with torch.enable_grad(), capture_outputs(model, layers) as seen, relu_rule(rule):
-        model(x)
+        _run_model(model, x)
     _check_seen(layers, seen)
     grads = {}
     for k, layer in enumerate(layers):
@@ -184,6 +187,19 @@ def _loop_vjp(
 
 #: Words of the errors by which torch.func refuses a model (then autograd runs per target).
 _FUNC_ERRORS = ("functorch", "torch.func", "vmap", "setup_context", "batching rule", "Batched")
+
+
+def _run_model(model: nn.Module, x: Tensor) -> None:
+    """``model(x)``; a torch error there is the user's model on the user's inputs: one clear
+    error naming them (:func:`convlens.checks.forward_error`)."""
+    try:
+        model(x)
+    except ConvLensError:
+        raise
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        if isinstance(exc, RuntimeError) and _unsupported_by_func(exc):
+            raise  # torch.func refuses the model: the caller falls back to autograd
+        raise forward_error(model, x, exc, inputs_param="inputs") from exc
 
 
 def _unsupported_by_func(exc: RuntimeError) -> bool:
@@ -239,7 +255,7 @@ def batched_vjp(
 
     def forward(x: Tensor) -> tuple[Tensor, ...]:
         with capture_outputs(model, layers) as seen, relu_rule(rule):
-            model(x)
+            _run_model(model, x)
         _check_seen(layers, seen)
         return tuple(seen[layer] for layer in layers)
 

@@ -22,10 +22,27 @@ from torch import Tensor
 
 from convlens.errors import ParameterError, ParameterTypeError
 
-__all__ = ["POSITIONS", "Position", "Target", "as_targets", "locate", "select"]
+__all__ = [
+    "POSITIONS",
+    "SEEDS",
+    "Position",
+    "Target",
+    "as_targets",
+    "check_seed",
+    "locate",
+    "seed_values",
+    "select",
+]
 
 #: The named positions: the strongest unit of the map, or the whole map.
 POSITIONS = ("max", "map")
+#: What the chosen activations are set to before the reversed pass: their own value (Zeiler &
+#: Fergus, arXiv:1311.2901, §2.1) or 1 (the gradient's seed, as Captum, zennit and Grad-CAM
+#: start). The reversed pass is linear in the seed only where every ReLU passes the signal
+#: by the forward pass's signs ("gradient"); the deconvnet and guided rules rectify the signal
+#: itself, so for a unit whose value is negative the two seeds differ by more than a scale, and
+#: a unit of value 0 projects to zeros under ``"value"``.
+SEEDS = ("value", "one")
 Position = Literal["max", "map"] | tuple[int, ...]
 
 
@@ -64,6 +81,26 @@ class Target:
             object.__setattr__(self, "position", tuple(pos))
             return
         raise ParameterError("position", "'max', 'map' or a tuple of non-negative ints", pos)
+
+
+def check_seed(seed: Any) -> str:
+    """``seed`` if it is one of :data:`SEEDS`, else a :class:`~convlens.errors.ParameterError`.
+
+    >>> check_seed("one")
+    'one'
+    """
+    if not isinstance(seed, str) or seed not in SEEDS:
+        raise ParameterError("seed", f"one of {', '.join(SEEDS)}", seed)
+    return seed
+
+
+def seed_values(values: Tensor, seed: str) -> Tensor:
+    """What the chosen activations ``values`` become in the signal under ``seed``.
+
+    >>> seed_values(torch.tensor([-2.0, 3.0]), "one").tolist()
+    [1.0, 1.0]
+    """
+    return values if seed == "value" else torch.ones_like(values)
 
 
 def as_targets(targets: Any) -> list[Target]:
@@ -132,11 +169,14 @@ def locate(
     return values, positions, units
 
 
-def select(activation: Tensor, targets: Sequence[Target]) -> tuple[Tensor, Tensor, Tensor]:
+def select(
+    activation: Tensor, targets: Sequence[Target], seed: str = "value"
+) -> tuple[Tensor, Tensor, Tensor]:
     """The backward signals of ``targets`` on one layer output ``activation`` (N, C, *spatial).
 
     Returns ``signal`` (N*T, C, *spatial), rows ordered sample-major (row ``n*T + t``), where
-    the chosen activation keeps its value and all others are zero; ``values`` (N, T): the
+    the chosen activation keeps its value (``seed="one"``: is 1; see :data:`SEEDS`) and all
+    others are zero; ``values`` (N, T): the
     chosen activation (for ``"map"`` the sum of the map); ``positions`` (N, T, spatial dims):
     the index of the chosen unit (``-1`` for ``"map"``). Ties under ``"max"`` go to the first
     unit in C order, as :func:`torch.argmax` picks them.
@@ -146,6 +186,7 @@ def select(activation: Tensor, targets: Sequence[Target]) -> tuple[Tensor, Tenso
     >>> signal.shape, values.tolist()
     (torch.Size([4, 3, 4]), [[4.0, 1.0], [4.0, 1.0]])
     """
+    seed = check_seed(seed)
     values, positions, units = locate(activation, targets)
     n = activation.shape[0]
     t_count = len(targets)
@@ -153,8 +194,8 @@ def select(activation: Tensor, targets: Sequence[Target]) -> tuple[Tensor, Tenso
     rows = torch.arange(n, device=activation.device)
     for t, (target, (channel, idx)) in enumerate(zip(targets, units)):
         if target.position == "map":
-            signal[:, t, channel] = activation[:, channel]
+            signal[:, t, channel] = seed_values(activation[:, channel], seed)
             continue
         index = (rows, *idx.unbind(1))
-        signal[:, t, channel][index] = values[:, t]
+        signal[:, t, channel][index] = seed_values(values[:, t], seed)
     return signal.reshape(n * t_count, *activation.shape[1:]), values, positions

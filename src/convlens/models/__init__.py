@@ -9,6 +9,7 @@ re-exported here, where users look for them.
 'RGB'
 """
 
+from convlens.checks import check_materialised
 from convlens.io import sha256_file
 from convlens.loaded import LoadedModel
 from convlens.models.images import (
@@ -28,7 +29,6 @@ from convlens.models.loading import (
     RandomWeightsWarning,
     apply_weights,
     check_device,
-    check_materialised,
     load_model,
     read_weights,
     seeded,

@@ -38,6 +38,7 @@ import torch.nn as nn
 from torch import Tensor
 
 import convlens.demo as demo
+from convlens.checks import check_materialised
 from convlens.demo.data import preprocess as demo_preprocess
 from convlens.errors import ConvLensError, ParameterError, ParameterTypeError, verbatim
 from convlens.io import sha256_file
@@ -49,7 +50,6 @@ __all__ = [
     "RandomWeightsWarning",
     "apply_weights",
     "check_device",
-    "check_materialised",
     "load_model",
     "read_weights",
     "seeded",
@@ -213,27 +213,6 @@ def check_device(device: Any, param: str = "device") -> torch.device:
                 param, "a device this machine has", str(device), hint=f"{type(exc).__name__}: {exc}"
             ) from exc
     return dev
-
-
-def check_materialised(model: nn.Module, param: str = "model") -> None:
-    """Refuse a model with weights or buffers on the meta device (shapes without values: the
-    explicit engine would read uninitialised memory).
-
-    >>> check_materialised(nn.Linear(2, 2))
-    >>> try:
-    ...     check_materialised(nn.Linear(2, 2, device="meta"))
-    ... except ParameterError as exc:
-    ...     print(str(exc).split(" (")[0])
-    model: expected a model whose weights hold values
-    """
-    meta = [n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
-    if meta:
-        raise ParameterError(
-            param,
-            "a model whose weights hold values (not on the meta device)",
-            verbatim(f"{len(meta)} tensor(s) on the meta device, first {meta[0]!r}"),
-            hint="materialise it first: model.to_empty(device=...) then load_state_dict(...)",
-        )
 
 
 def state_sha256(model: nn.Module) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from convlens.checks import forward_error
 from convlens.deconvnet.display import to_image
 from convlens.deconvnet.explicit import check_rule
 from convlens.deconvnet.project import ENGINES, project
@@ -41,7 +42,7 @@ from convlens.pipeline.inputs import load_model_noting, open_inputs
 from convlens.pipeline.top import check_channels, top_projections
 from convlens.scan.distributed import detect, rank_device
 from convlens.scan.grid import write_figures
-from convlens.scan.run import RESULT_JSON, ScanResult, check_forward, forward_error
+from convlens.scan.run import RESULT_JSON, ScanResult, check_forward
 
 __all__ = ["FIGURES_JSON", "ProjectRun", "ScanRun", "project_images", "run_scan"]
 

@@ -40,8 +40,8 @@ from convlens.deconvnet.cone import (
     extract_windows,
 )
 from convlens.deconvnet.explicit import check_rule
-from convlens.deconvnet.project import eval_mode
 from convlens.errors import ConvLensError, ParameterError
+from convlens.loaded import eval_mode
 
 __all__ = [
     "METHODS",
@@ -271,6 +271,20 @@ def _project_layer(
                 rule=rule,
                 chunk=chunk if use == "crop" else 32,
             )
+            scanned = torch.stack([top.values[chosen[j[0]], j[1]] for j in part])
+            if not _agrees(res.values.cpu(), scanned):
+                # the model's forward is not this chain (it flips, scales or branches):
+                # the chain's projections would not be the model's
+                if method == "auto":
+                    return _project_layer(
+                        net, dataset, layer, top, rule, channels, "full", chunk, max_images, device
+                    )
+                raise ParameterError(
+                    "method",
+                    "'full' or 'auto' for a model whose forward does not run its layers as a "
+                    f"chain (the chain's activations of {layer!r} differ from the scanned ones)",
+                    method,
+                )
             proj = res.projections
         else:
             proj_rows = []
@@ -306,6 +320,13 @@ def _project_layer(
         clips,
         use,
     )
+
+
+def _agrees(computed: Tensor, scanned: Tensor) -> bool:
+    """The chain's unit activations equal the scan's (the model's forward), up to rounding
+    (loose enough for TF32 convolutions on a GPU; a flipped or rescaled input is far off)."""
+    scale = float(scanned.abs().max()) if scanned.numel() else 0.0
+    return bool(torch.allclose(computed.to(scanned.dtype), scanned, rtol=1e-3, atol=1e-3 * scale))
 
 
 def _chunks(jobs: list[Any], size: int, max_images: int) -> list[list[Any]]:

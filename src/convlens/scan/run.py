@@ -49,6 +49,7 @@ from safetensors.torch import load, save
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from convlens.checks import check_input_dtype, check_materialised, forward_error
 from convlens.errors import ConvLensError, ParameterError, ParameterTypeError, verbatim
 from convlens.io import (
     Reuse,
@@ -60,7 +61,7 @@ from convlens.io import (
 )
 from convlens.layer_paths import find_modules
 from convlens.loaded import eval_mode
-from convlens.models.loading import check_device, check_materialised, state_sha256
+from convlens.models.loading import check_device, state_sha256
 from convlens.progress import progress_bar, wanted
 from convlens.scan import distributed as dist_
 from convlens.scan.checkpoint import load_state, save_state
@@ -76,10 +77,8 @@ __all__ = [
     "ScanResult",
     "check_forward",
     "check_hookable",
-    "check_input_dtype",
     "check_model_device",
     "checkpoint_path",
-    "forward_error",
     "probe",
     "scan",
     "unwrap_model",
@@ -252,47 +251,6 @@ def check_model_device(net: nn.Module, device: Any, param: str = "device") -> to
     return dev
 
 
-def _first_conv(net: nn.Module) -> tuple[str, Any] | None:
-    for name, module in net.named_modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            return name, module
-    return None
-
-
-def forward_error(
-    net: nn.Module, inputs: Tensor, exc: Exception, *, inputs_param: str = "dataset"
-) -> ParameterError:
-    """A torch error in the forward pass of a user's model on ``inputs``, as one line: inputs
-    whose channels do not fit the model's first convolution are named as such
-    (``inputs_param``: where they came from); anything else names the model, with the inputs'
-    shape, dtype and device and torch's first line."""
-    first = _first_conv(net)
-    if first is not None and inputs.dim() >= 2:
-        name, conv = first
-        wanted = conv.in_channels if isinstance(conv.in_channels, int) else -1
-        if wanted > 0 and wanted != int(inputs.shape[1]):
-            return ParameterError(
-                inputs_param,
-                f"inputs of {conv.in_channels} channel(s), as the model's first convolution "
-                f"{name!r} takes",
-                verbatim(
-                    f"{int(inputs.shape[1])} channel(s) from the preprocessing (inputs of "
-                    f"shape {tuple(inputs.shape)})"
-                ),
-                hint="preprocess the images for this model (a factory can return a "
-                "LoadedModel with its own preprocess)",
-            )
-    text = (str(exc).strip().splitlines() or [""])[0]
-    return ParameterError(
-        "model",
-        "a forward pass that runs on its inputs",
-        verbatim(
-            f"an error on inputs of shape {tuple(inputs.shape)}, {inputs.dtype}, on {inputs.device}"
-        ),
-        hint=f"{type(exc).__name__}: {text}",
-    )
-
-
 def check_forward(net: nn.Module, inputs: Tensor, *, inputs_param: str = "dataset") -> None:
     """Run ``inputs`` through ``net`` once (eval mode, no gradients): inputs of the wrong
     dtype or channels, or a forward pass that fails, become one clear error
@@ -305,18 +263,6 @@ def check_forward(net: nn.Module, inputs: Tensor, *, inputs_param: str = "datase
             raise
         except Exception as exc:
             raise forward_error(net, inputs, exc, inputs_param=inputs_param) from exc
-
-
-def check_input_dtype(net: nn.Module, inputs: Tensor, param: str = "dataset") -> None:
-    """Floating-point inputs must have the floating dtype of the model's weights."""
-    dtypes = sorted({str(p.dtype) for p in net.parameters() if p.is_floating_point()})
-    if inputs.is_floating_point() and len(dtypes) == 1 and dtypes[0] != str(inputs.dtype):
-        raise ParameterError(
-            param,
-            f"inputs of the model's dtype ({dtypes[0]})",
-            verbatim(f"{inputs.dtype} inputs"),
-            hint="convert the model (e.g. model.float()) or the inputs (the preprocessing)",
-        )
 
 
 #: How many items :func:`probe` tries before it gives up on finding a readable one.
