@@ -115,6 +115,31 @@ def test_writes_pngs_and_metadata(env, capsys):
             assert np.array_equal(pixels, expected.transpose(1, 2, 0))
 
 
+def test_signal_seed_one_is_what_runs_and_is_recorded(env, capsys):
+    out_dir = env / "one"
+    argv = ["project", env / "a.png", "--model", "cli_project_factory:small", "--layer", "3"]
+    argv += ["--channel", "2", "--position", "1,1", "--signal-seed", "one", "--out", out_dir]
+    code, out, err = run(argv, capsys)
+    assert code == 0, err
+    assert out.startswith("engine: explicit: a plain nn.Sequential")
+    meta = json.loads((out_dir / "projections.json").read_text())
+    assert meta["signal_seed"] == "one"
+    assert meta["engine_note"].startswith("explicit: a plain nn.Sequential")
+    loaded = load_model("cli_project_factory:small")
+    batch = load_image(env / "a.png", loaded.preprocess)[None]
+    one = project(loaded.model, batch, Target("3", 2, (1, 1)), seed="one").projections[0, 0]
+    value = project(loaded.model, batch, Target("3", 2, (1, 1))).projections[0, 0]
+    assert not torch.allclose(one, value)  # a conv output: the seeds give other pictures
+    x = one.double().numpy()
+    expected = np.round((x / (2 * np.abs(x).max()) + 0.5) * 255).astype(np.uint8)
+    pixels = np.asarray(Image.open(out_dir / meta["projections"][0]["file"]))
+    assert np.array_equal(pixels, expected.transpose(1, 2, 0))
+    code, _, err = run([*argv[:-3], "--signal-seed", "1", "--out", env / "bad"], capsys)
+    assert code == 2
+    assert "--signal-seed" in err
+    assert not (env / "bad").exists()
+
+
 def test_position_and_existing_out_folder(env, capsys):
     out_dir = env / "existing"
     out_dir.mkdir()

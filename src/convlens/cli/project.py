@@ -8,6 +8,7 @@ import click
 
 from convlens.cli._options import max_pixels_option, model_options, rule_option
 from convlens.deconvnet.project import ENGINES
+from convlens.deconvnet.target import SEEDS
 from convlens.errors import ParameterError
 
 
@@ -47,6 +48,14 @@ def _position(text: str) -> Any:
     help="explicit reversed network, autograd rules, or auto.",
 )
 @click.option(
+    "--signal-seed",
+    type=click.Choice(SEEDS),
+    default="value",
+    show_default=True,
+    help="Start the reversed pass from the activation's value (Zeiler & Fergus) or from 1 "
+    "(as Captum and zennit do); they differ for units that are not positive.",
+)
+@click.option(
     "--scale", type=int, default=1, show_default=True, help="Enlarge the PNGs by pixel repetition."
 )
 @click.option(
@@ -69,6 +78,7 @@ def project_command(
     position: str,
     rule: str,
     engine: str,
+    signal_seed: str,
     scale: int,
     out_dir: str,
     max_pixels: int,
@@ -76,7 +86,7 @@ def project_command(
     """Project activations of IMAGE... back to pixel space (Zeiler & Fergus, arXiv:1311.2901).
 
     Writes one PNG per (image, channel) and projections.json (model, weights hash, layer,
-    channel, position, value, rule, files). Display: each projection is contrast-stretched on
+    channel, position, value, rule, signal seed, the engine that ran and why, files). Display: each projection is contrast-stretched on
     its own, zero at mid-grey: x / (2 max|x|) + 0.5.
     """
     from convlens.pipeline import project_images
@@ -95,9 +105,11 @@ def project_command(
         allow_random=allow_random,
         seed=seed,
         max_pixels=max_pixels,
+        signal_seed=signal_seed,
     )
     for message in run.warnings:
         click.echo(f"convlens: warning: {message}", err=True)
+    click.echo(f"engine: {run.engine_note}")
     click.echo(f"wrote {len(run.records)} projection(s) and projections.json to {run.out}")
 
 

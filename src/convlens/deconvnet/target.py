@@ -83,14 +83,15 @@ class Target:
         raise ParameterError("position", "'max', 'map' or a tuple of non-negative ints", pos)
 
 
-def check_seed(seed: Any) -> str:
-    """``seed`` if it is one of :data:`SEEDS`, else a :class:`~convlens.errors.ParameterError`.
+def check_seed(seed: Any, param: str = "seed") -> str:
+    """``seed`` if it is one of :data:`SEEDS`, else a :class:`~convlens.errors.ParameterError`
+    naming ``param``.
 
     >>> check_seed("one")
     'one'
     """
     if not isinstance(seed, str) or seed not in SEEDS:
-        raise ParameterError("seed", f"one of {', '.join(SEEDS)}", seed)
+        raise ParameterError(param, f"one of {', '.join(SEEDS)}", seed)
     return seed
 
 

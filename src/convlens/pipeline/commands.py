@@ -32,7 +32,7 @@ from convlens.checks import forward_error
 from convlens.deconvnet.display import to_image
 from convlens.deconvnet.explicit import check_rule
 from convlens.deconvnet.project import ENGINES, project
-from convlens.deconvnet.target import Target
+from convlens.deconvnet.target import Target, check_seed
 from convlens.errors import ConvLensError, ParameterError, verbatim
 from convlens.io import Reuse, atomic_write_text, check_folder, run_folder, staged_directory
 from convlens.layer_paths import find_module
@@ -185,12 +185,13 @@ def _scan_and_draw(
 @dataclass(frozen=True)
 class ProjectRun:
     """What :func:`project_images` wrote: the folder ``out``, one record per PNG (as in
-    ``projections.json``) and the ``warnings`` raised while loading the model, for the caller
-    to show."""
+    ``projections.json``), the ``warnings`` raised while loading the model, for the caller
+    to show, and ``engine_note``: the engine that ran and why."""
 
     out: Path
     records: list[dict[str, Any]]
     warnings: tuple[str, ...]
+    engine_note: str = ""
 
 
 def _slug(text: str) -> str:
@@ -228,6 +229,7 @@ def project_images(
     allow_random: bool = False,
     seed: int = 0,
     max_pixels: int | None = MAX_PIXELS,
+    signal_seed: str = "value",
 ) -> ProjectRun:
     """``convlens project``: the deconvnet projection (Zeiler & Fergus, arXiv:1311.2901) of
     channel ``channels[t]`` of ``layer`` at ``position`` (``"max"``, ``"map"`` or indices)
@@ -235,7 +237,10 @@ def project_images(
     mid-grey) and enlarged ``scale`` times, plus ``projections.json`` (model, weights' hash,
     layer, channel, position, value, rule, files). The images run on the model's device;
     images of more than 8 bits per sample are scaled faithfully (recorded per image), larger
-    than ``max_pixels`` refused. Random weights are drawn from ``seed``. Nothing is written
+    than ``max_pixels`` refused. Random weights are drawn from ``seed``; ``signal_seed`` is
+    what the chosen activation starts the reversed pass with (``"value"`` or ``"one"``, see
+    :data:`~convlens.deconvnet.target.SEEDS`), recorded with the engine that ran and why.
+    Nothing is written
     unless everything succeeded; an existing ``out`` keeps its other files, and a file there
     that convlens did not write is never replaced.
     """
@@ -245,6 +250,7 @@ def project_images(
     check_rule(rule)
     if engine not in ENGINES:
         raise ParameterError("engine", f"one of {', '.join(ENGINES)}", engine)
+    check_seed(signal_seed, "signal_seed")
     if not images:
         raise ParameterError("images", "at least one image file", list(images))
     where: Any = position if isinstance(position, str) else tuple(int(v) for v in position)
@@ -274,7 +280,7 @@ def project_images(
         batch = batch.to(param.device)
     check_forward(loaded.model, batch[:1], inputs_param="images")
     try:
-        result = project(loaded.model, batch, targets, rule=rule, engine=engine)
+        result = project(loaded.model, batch, targets, rule=rule, engine=engine, seed=signal_seed)
     except ConvLensError:
         raise
     except RuntimeError as exc:  # torch on the user's model and tensors
@@ -311,9 +317,11 @@ def project_images(
             "layer": layer,
             "position_requested": _position_text(position),
             "rule": rule,
+            "signal_seed": result.seed,
             "engine": result.engine,
+            "engine_note": result.engine_note,
             "display": DISPLAY,
             "projections": records,
         }
         (staged / PROJECTIONS_JSON).write_text(json.dumps(meta, indent=2) + "\n")
-    return ProjectRun(Path(out), records, tuple(str(w.message) for w in caught))
+    return ProjectRun(Path(out), records, tuple(str(w.message) for w in caught), result.engine_note)
