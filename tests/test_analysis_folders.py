@@ -174,7 +174,9 @@ def test_two_runs_at_once_into_one_folder_the_second_is_refused(tmp_path: Path) 
     assert not (out / LOCK).exists()
 
 
-def test_a_run_in_another_process_keeps_the_cli_out(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_a_run_in_another_process_keeps_the_cli_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out, ready = tmp_path / "inv", tmp_path / "ready"
     holder = textwrap.dedent(
         f"""
@@ -220,8 +222,8 @@ def test_invariance_files_are_those_written(tmp_path: Path) -> None:
 
 
 def test_cli_invariance_on_a_model_that_is_no_classifier(
-    tmp_path: Path, images: Path, capsys
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path, images: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "inv"
     for extra in ((), ("--images", "1,2")):
         with pytest.raises(SystemExit) as stop:
@@ -239,8 +241,8 @@ def test_cli_invariance_on_a_model_that_is_no_classifier(
 
 
 def test_invariance_skips_and_lists_an_unreadable_image(
-    tmp_path: Path, images: Path, capsys
-) -> None:  # type: ignore[no-untyped-def]
+    tmp_path: Path, images: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "inv"
     main(
         ["invariance", "--model", "test_analysis_folders:classifier", "--data", str(images),
