@@ -171,12 +171,28 @@ def test_a_model_whose_forward_is_the_chain_keeps_the_explicit_engine_with_same_
     torch.testing.assert_close(auto.projections, rules.projections, rtol=1e-10, atol=1e-12)
 
 
-def test_torchvision_vgg_runs_its_features_as_a_chain():
+def test_torchvision_vgg_is_known_and_a_changed_vgg_is_checked():
     torch.manual_seed(0)
-    vgg = torchvision.models.vgg11(weights=None).eval()
     x = torch.randn(1, 3, 64, 64)
+    vgg = torchvision.models.vgg11(weights=None).eval()
     out = project(vgg, x, Target("features.5", 3))
-    assert out.engine == "explicit", out.engine_note
+    assert out.engine == "explicit"
+    assert "torchvision's VGG.forward" in out.engine_note
+
+    class FlippedVGG(torchvision.models.VGG):
+        def forward(self, x):
+            return super().forward(x.flip(-1))
+
+    flipped = FlippedVGG(vgg.features).eval()
+    out = project(flipped, x, Target("features.5", 3))
+    assert out.engine == "rules"
+    assert "'features.0' is called on a tensor other than the batch" in out.engine_note
+    # a layer of the chain reused by the head: forward is run, and the reuse found
+    shared = torchvision.models.vgg11(weights=None).eval()
+    shared.classifier[1] = shared.features[4]
+    out = project(shared, x, Target("features.5", 3))
+    assert out.engine == "rules"
+    assert "'features.4' is called again after the chain" in out.engine_note
 
 
 def test_a_plain_sequential_is_not_run_an_extra_time():

@@ -25,6 +25,8 @@ full-size forward pass, so its switches and ReLU signs are those of the full pas
 
 from __future__ import annotations
 
+import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -157,11 +159,35 @@ def _explicit_chain(
     return chain, deepest
 
 
-def _plain(model: nn.Module) -> bool:
+def _plain_sequential(model: nn.Module) -> bool:
     """``model`` is a plain ``nn.Sequential`` of plain ones: its forward *is* the chain."""
     return type(model) is nn.Sequential and all(
         type(m) is nn.Sequential for m in model.modules() if isinstance(m, nn.Sequential)
     )
+
+
+#: Classes whose own ``forward`` runs ``self.features`` first, once, on the input (torchvision's
+#: VGG and AlexNet); looked up among the modules already imported, so nothing is imported here.
+_FEATURES_FIRST = (("torchvision.models.vgg", "VGG"), ("torchvision.models.alexnet", "AlexNet"))
+
+
+def _known_chain(model: nn.Module, chain: Sequence[tuple[str, nn.Module]]) -> str | None:
+    """Why ``model``'s forward is known to run ``chain`` as it is, without running it; None
+    where it has to be checked (:func:`~convlens.deconvnet.verify.chain_mismatch`)."""
+    if _plain_sequential(model):
+        return "a plain nn.Sequential, whose forward is the chain"
+    features = getattr(model, "features", None)
+    if not isinstance(features, nn.Module) or not _plain_sequential(features):
+        return None
+    forward = getattr(type(model), "forward", None)
+    for module_name, class_name in _FEATURES_FIRST:
+        cls = getattr(sys.modules.get(module_name), class_name, None)
+        if cls is not None and forward is cls.forward:
+            # each layer of the chain is registered once: the rest of forward cannot call it
+            counts = Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
+            if all(counts[id(m)] == 1 for _, m in chain):
+                return f"torchvision's {class_name}.forward runs its plain features first"
+    return None
 
 
 def _first_channels(chain: Sequence[tuple[str, nn.Module]]) -> int | None:
@@ -447,8 +473,10 @@ def project(
     backprop, Springenberg et al., arXiv:1412.6806) or ``"gradient"``. ``engine``:
     ``"explicit"``, ``"rules"`` or ``"auto"``: explicit where the model is a chain of supported
     layers up to every target *and* its own ``forward`` runs that chain on this batch (checked
-    with hooks, :func:`~convlens.deconvnet.verify.chain_mismatch`; a model that flips, scales
-    or branches gets the rules engine, and ``engine="explicit"`` is refused for it), rules
+    with hooks, :func:`~convlens.deconvnet.verify.chain_mismatch`, except for a plain
+    ``nn.Sequential`` and torchvision's VGG and AlexNet, whose forward is known; a model that
+    flips, scales or branches gets the rules engine, and ``engine="explicit"`` is refused for
+    it), rules
     otherwise; both give the same projections where both apply. The result's ``engine`` says
     which ran and ``engine_note`` why. ``method`` (explicit engine, unit targets): ``"cone"``,
     ``"crop"``, ``"full"`` or ``"auto"`` (see the module docstring); the rules engine runs
@@ -513,10 +541,11 @@ def project(
     )
     with eval_mode(owner):
         if chain is not None:
+            known = _known_chain(model, chain) if isinstance(model, nn.Module) else None
             if not isinstance(model, nn.Module):
                 note = "explicit: the chain of modules given"
-            elif _plain(model):
-                note = "explicit: a plain nn.Sequential, whose forward is the chain"
+            elif known is not None:
+                note = f"explicit: {known}"
             else:
                 reason = chain_mismatch(model, chain, inputs, deepest)
                 if reason is not None and engine == "explicit":
