@@ -250,7 +250,7 @@ def test_invariance_skips_and_lists_an_unreadable_image(
          "--no-progress"]
     )  # fmt: skip
     printed = capsys.readouterr().out
-    assert "skipped 1 unreadable: a/0.png" in printed
+    assert "skipped 1 unreadable image: a/0.png" in printed
     doc = json.loads((out / "invariance.json").read_text())
     assert [f["path"] for f in doc["meta"]["skipped"]] == ["a/0.png"]
     # reference: per class, the first image the model classifies correctly, else the first
@@ -282,3 +282,23 @@ def test_invariance_skips_and_lists_an_unreadable_image(
     assert err.startswith("convlens: error: --images: expected images that can be read")
     assert "#0 a/0.png" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_invariance_on_a_folder_of_no_readable_image_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    junk = tmp_path / "junk" / "a"
+    junk.mkdir(parents=True)
+    for i in range(2):
+        (junk / f"{i}.png").write_bytes(b"no image")
+    with pytest.raises(SystemExit) as stop:
+        main(
+            ["invariance", "--model", "test_analysis_folders:classifier", "--data",
+             str(junk.parent), "--layers", "0,1", "--out", str(tmp_path / "out")]
+        )  # fmt: skip
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("convlens: error: --data: expected a dataset with readable images")
+    assert "2 unreadable images: a/0.png" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

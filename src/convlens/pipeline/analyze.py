@@ -229,13 +229,15 @@ class ImageReader:
         shown = [f"{f['path'] or f['index']} ({f['error']})" for f in self.failures()[:3]]
         more = len(self._failures) - len(shown)
         text = "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
-        return verbatim(f"{len(self._failures)} unreadable: {text}" if shown else "no items")
+        n = len(self._failures)
+        what = f"{n} unreadable image{'s' if n != 1 else ''}"
+        return verbatim(f"{what}: {text}" if shown else "no items")
 
     def notes(self) -> tuple[str, ...]:
         """One line for the user when images were skipped, else none."""
         if not self._failures:
             return ()
-        return (f"skipped {self.failure_text()} (listed in meta.skipped)",)
+        return (f"skipped {self.failure_text()} (listed in invariance.json, meta.skipped)",)
 
 
 def _files(run: RunFolder) -> list[Path]:
