@@ -532,8 +532,8 @@ def test_an_analysis_that_cannot_run_on_its_defaults_is_named(
     main(argv)
     text = text_of(out / "index.html")
     assert (
-        "Invariance — not built: it needs a classifier of images: the model's output is "
-        "(1, 3, 12, 12), not class scores (N, classes)" in text
+        "Invariance — not built: it needs a classifier of images: a model whose output is "
+        "(1, 3, 12, 12)" in text
     )
     assert not (out / "invariance.html").exists()
     assert (out / "layer-01.html").is_file()
@@ -545,7 +545,10 @@ def test_an_analysis_that_cannot_run_on_its_defaults_is_named(
               *argv[argv.index("--out") + 2:], "--parts", str(parts)])  # fmt: skip
     assert stop.value.code == 2
     err = capsys.readouterr().err
-    assert "correspondence options: expected a classifier of images, received the model's" in err
+    assert (
+        "correspondence options: expected a classifier of images, received a model whose output is (1, 3, 12, 12)"
+        in err
+    )
     assert not (tmp_path / "asked").exists()
 
 

@@ -62,6 +62,7 @@ __all__ = [
     "sha256_file",
     "staged_directory",
     "umask_mode",
+    "will_write",
     "written_files",
 ]
 
@@ -498,6 +499,22 @@ def _record(path: Path) -> None:
             return
         names.add(rel)
         _append_manifest(folder, [rel])
+
+
+def will_write(path: str | os.PathLike[str]) -> Path:
+    """List ``path`` in the manifest of the innermost folder this process holds around it
+    (:func:`run_folder`) before code of its own writes there (a nested run folder), so that
+    the folder holds nothing convlens did not write; returns ``path``. Nothing is written at
+    ``path``; outside a held folder this does nothing.
+
+    >>> import tempfile, pathlib
+    >>> with run_folder(pathlib.Path(tempfile.mkdtemp()) / "run") as held:
+    ...     _ = will_write(held / "scan" / "x.json")
+    >>> sorted(written_files(held))
+    ['scan/x.json']
+    """
+    _record(Path(path))
+    return Path(path)
 
 
 def _only_bookkeeping(folder: Path) -> bool:

@@ -37,12 +37,12 @@ from convlens.io import (
     LOCK,
     MANIFEST,
     SHOWN,
-    atomic_path,
     atomic_write_bytes,
     atomic_write_text,
     check_folder,
     remove_written,
     run_folder,
+    will_write,
     written_files,
 )
 
@@ -197,12 +197,8 @@ class RunFolder:
         """List ``relative`` in the folder's manifest before code of its own writes it (a
         nested scan's run folder: see :meth:`nested`), so that the folder stays convlens's
         and ``overwrite`` removes it; return its path. Nothing is written there."""
-        target = self.path / Path(relative)
         self._mark()
-        # an atomic write that is given up: io lists the name first, then changes nothing
-        with contextlib.suppress(_Listed), atomic_path(target, param="out"):
-            raise _Listed
-        return target
+        return will_write(self.path / Path(relative))
 
     def nested(self, relative: str, files: Iterable[str]) -> Path:
         """Make room for a run folder of its own (:func:`convlens.io.run_folder`, as a scan
@@ -244,10 +240,6 @@ class RunFolder:
         finally:
             plt.close(figure)
         return self.write_bytes(relative, buffer.getvalue())
-
-
-class _Listed(Exception):
-    """Ends the atomic write of :meth:`RunFolder.record` before anything is written."""
 
 
 _FOREIGN_HINT = "choose another --out (convlens never deletes or overwrites files it did not write)"

@@ -62,6 +62,7 @@ __all__ = [
     "AnalysisRun",
     "ImageReader",
     "check_classifier",
+    "classifier_problem",
     "dataset_labels",
     "pick_images",
     "run_correspondence",
@@ -149,9 +150,29 @@ def pick_images(
     return out
 
 
+def classifier_problem(
+    net: Any, image: torch.Tensor, device: str | torch.device = "cpu"
+) -> str | None:
+    """Why ``net`` is no classifier of images for Fig. 5 and Table 1 (its output for one
+    ``image`` (C, H, W) is not class scores (1, classes)), or None.
+
+    >>> from torch import nn
+    >>> classifier_problem(nn.Conv2d(1, 2, 1), torch.zeros(1, 2, 2))
+    'a model whose output is (1, 2, 2, 2)'
+    """
+    if not isinstance(image, torch.Tensor) or image.dim() != 3:
+        return f"items that are no images (C, H, W): {tuple(getattr(image, 'shape', ()))}"
+    with torch.no_grad():
+        output = net(image.unsqueeze(0).to(device))
+    if not isinstance(output, torch.Tensor) or output.dim() != 2:
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        return f"a model whose output is {shape}"
+    return None
+
+
 def check_classifier(net: Any, image: torch.Tensor, device: str | torch.device = "cpu") -> None:
-    """Refuse, naming ``--model``, a model whose output for one ``image`` (C, H, W) is not
-    class scores (1, classes): Fig. 5 plots the probability of the true class.
+    """Refuse, naming ``--model``, a model that is no classifier (:func:`classifier_problem`):
+    Fig. 5 plots the probability of the true class.
 
     >>> from torch import nn
     >>> check_classifier(nn.Sequential(nn.Flatten(), nn.Linear(4, 3)), torch.zeros(1, 2, 2))
@@ -161,15 +182,13 @@ def check_classifier(net: Any, image: torch.Tensor, device: str | torch.device =
     ...     print(exc)
     --model: expected a classifier: class scores (N, classes) as output (Fig. 5 plots the true class's probability), received a model whose output is (1, 2, 2, 2)
     """
-    with torch.no_grad():
-        output = net(image.unsqueeze(0).to(device))
-    if not isinstance(output, torch.Tensor) or output.dim() != 2:
-        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+    problem = classifier_problem(net, image, device)
+    if problem is not None:
         raise ParameterError(
             "--model",
             "a classifier: class scores (N, classes) as output (Fig. 5 plots the true "
             "class's probability)",
-            verbatim(f"a model whose output is {shape}"),
+            verbatim(problem),
         )
 
 

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from convlens.analysis.correspondence import read_parts
@@ -47,6 +46,8 @@ from convlens.errors import ConvLensError, ParameterError, ParameterTypeError, v
 from convlens.loaded import eval_mode
 from convlens.pipeline.analyze import (
     DEMO_CHECKPOINTS,
+    ImageReader,
+    classifier_problem,
     run_correspondence,
     run_evolution,
     run_invariance,
@@ -63,7 +64,7 @@ from convlens.report.data import (
     ReportData,
     Table,
 )
-from convlens.scan.data import SubsetView, dataset_path, first_tensor, item_name, label_name
+from convlens.scan.data import SubsetView, dataset_path, item_name, label_name
 
 __all__ = [
     "AnalysisOptions",
@@ -243,19 +244,17 @@ def _full(dataset: Any) -> Any:
 
 def _not_a_classifier(net: nn.Module, dataset: Any, device: str) -> str | None:
     """Why invariance and correspondence cannot run on ``net`` (they compare class
-    probabilities and need an output (N, classes) for an image (C, H, W)), or None: one
-    forward of the dataset's first item."""
+    probabilities: :func:`~convlens.pipeline.analyze.classifier_problem` on the first readable
+    item of the dataset), or None."""
+    reader = ImageReader(dataset)
     if len(dataset) == 0:
         return "the dataset is empty"
-    x = first_tensor(dataset[0])
-    if not isinstance(x, torch.Tensor) or x.dim() != 3:
-        return f"its items are no images (C, H, W): {tuple(getattr(x, 'shape', ()))}"
-    with eval_mode(net), torch.no_grad():
-        out = net(x.unsqueeze(0).to(device))
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        return f"the model's output is {shape}, not class scores (N, classes)"
-    return None
+    try:
+        image = reader.first()
+    except ConvLensError as exc:
+        return str(exc)
+    with eval_mode(net):
+        return classifier_problem(net, image, device)
 
 
 def _check_int(name: str, value: Any, low: int) -> None:
