@@ -37,7 +37,7 @@ TARGETS = [
     Target("layer3", 9, (1, 0)),
     Target("layer3", 2, "map"),
     Target("layer2.0.bn2", 7, (2, 3)),
-    Target("layer1.1.relu", 3),
+    Target("layer1.1.conv2", 3),
     Target("fc", 4),
 ]
 

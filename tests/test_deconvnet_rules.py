@@ -60,7 +60,7 @@ def swap_relus(model: nn.Module, rule: str) -> nn.Module:
 
 
 def reference_projections(model, x, targets):
-    """Brute force: layer outputs by plain hooks (last call), each signal by a Python loop over
+    """Brute force: layer outputs by plain hooks, each signal by a Python loop over
     the map (first maximum), one autograd.grad per target through one forward."""
     seen = {}
     modules = dict(model.named_modules())
@@ -210,7 +210,7 @@ def test_resnet18_matches_reference(rule):
     assert not any(isinstance(m, nn.ReLU) for m in ref.modules()) or rule == "gradient"
     x = torch.randn(1, 3, 32, 32, dtype=D)
     targets = [
-        Target("layer3.1.relu", 5),  # reused module: read at its last call
+        Target("layer3.1", 5),  # the block's output: its relu module runs twice
         Target("layer2.0.bn2", 7, (2, 3)),  # followed by an inplace add
         Target("layer1.1", 9, "map"),
         Target("fc", 4),

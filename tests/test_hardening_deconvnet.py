@@ -401,3 +401,72 @@ def test_for_a_negative_unit_the_seeds_differ_by_more_than_a_scale():
 def test_bad_seed_is_refused():
     with pytest.raises(ParameterError, match=r"^seed: expected one of value, one, received 1"):
         project(_features(), torch.randn(1, 1, 8, 8, dtype=D), Target("4", 0), seed=1)
+
+
+# ---------------------------------------------------------------- (5) a module called twice
+def _reused_relu_resnet() -> nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(weights=None, num_classes=4).double().eval()
+
+
+def _relu_calls(model: nn.Module, path: str, x: torch.Tensor) -> int:
+    calls = []
+    handle = dict(model.named_modules())[path].register_forward_hook(lambda *_: calls.append(1))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    return len(calls)
+
+
+def test_a_module_called_twice_is_refused_by_project_naming_its_block():
+    model = _reused_relu_resnet()
+    x = torch.randn(1, 3, 32, 32, dtype=D)
+    assert _relu_calls(model, "layer3.1.relu", x) == 2  # the reference: a plain hook counts
+    for rule in ("deconvnet", "gradient"):
+        with pytest.raises(
+            ParameterError,
+            match=r"^layer: expected a module that one forward pass calls once, received "
+            r"'layer3.1.relu' \(called 2 times\)\. .*'layer3.1' \(the enclosing block\)",
+        ):
+            project(model, x, Target("layer3.1.relu", 0), rule=rule)
+    # the module called once is fine, and its block output equals the relu's last call
+    out = project(model, x, Target("layer3.1", 0, (0, 0)), rule="gradient", seed="one")
+    ref, _ = _autograd_gradient(model, x, "layer3.1", 0, (0, 0))
+    torch.testing.assert_close(out.projections[0, 0], ref[0])
+
+
+def test_a_module_called_twice_is_refused_by_the_scan_before_any_work(tmp_path):
+    model = _reused_relu_resnet()
+    data = [(torch.randn(3, 32, 32, dtype=D), 0) for _ in range(3)]
+    with pytest.raises(ParameterError, match=r"^layers: .*'layer1.0.relu' \(called 2 times\)"):
+        scan(model, data, ["layer1.0", "layer1.0.relu"], top=2, progress=False, out=tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+    res = scan(model, data, ["layer1.0"], top=2, progress=False)
+    assert res.layers["layer1.0"].values.shape == (64, 2)
+
+
+def test_the_scan_probe_runs_the_whole_forward_but_a_head_failing_after_the_layers_is_fine():
+    class Head(nn.Module):  # a head made for another input size
+        def __init__(self):
+            super().__init__()
+            self.features = _features()
+            self.fc = nn.Linear(999, 2).to(D)
+
+        def forward(self, x):
+            return self.fc(self.features(x).flatten(1))
+
+    data = [(torch.randn(1, 10, 10, dtype=D), 0) for _ in range(3)]
+    res = scan(Head(), data, ["features.4"], top=2, progress=False)
+    with torch.no_grad():
+        maxima = torch.stack([_features()(x[None])[0].amax((1, 2)) for x, _ in data], 1)
+    torch.testing.assert_close(res.layers["features.4"].values, maxima.sort(1, True).values[:, :2])
+
+
+def test_invariance_features_refuse_a_module_called_twice():
+    from convlens.analysis.invariance import layer_features
+
+    model = _reused_relu_resnet()
+    with pytest.raises(ParameterError, match=r"'layer2.1.relu' \(called 2 times\)"):
+        layer_features(model, torch.randn(2, 3, 32, 32, dtype=D), ["layer2.1.relu"])

@@ -22,9 +22,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from convlens.errors import ParameterError, ParameterTypeError
+from convlens.errors import ParameterError, ParameterTypeError, verbatim
 
-__all__ = ["SHOWN", "check_layer_path", "find_module", "find_modules", "unknown_layer"]
+__all__ = [
+    "SHOWN",
+    "check_layer_path",
+    "find_module",
+    "find_modules",
+    "reused_layer",
+    "unknown_layer",
+]
 
 #: How many valid paths a message lists before it says how many more there are.
 SHOWN = 40
@@ -45,6 +52,26 @@ def unknown_layer(path: Any, valid: Iterable[str], param: str = "layer") -> Para
     """
     names = [n for n in valid if n]
     return ParameterError(param, f"a module path of the model, one of: {_listing(names)}", path)
+
+
+def reused_layer(path: str, calls: int, param: str = "layer") -> ParameterError:
+    """The error for a module that one forward pass calls ``calls`` > 1 times (a ReLU module
+    reused inside a torchvision ResNet block): its output is no one tensor, and reading the
+    first or the last call would be a silent choice, so every reader of layers refuses it.
+
+    >>> print(reused_layer("layer3.1.relu", 2))
+    layer: expected a module that one forward pass calls once, received 'layer3.1.relu' (called 2 times). name the output you mean by a module called once, e.g. 'layer3.1' (the enclosing block)
+    """
+    parent = path.rsplit(".", 1)[0] if "." in path else None
+    hint = "name the output you mean by a module called once" + (
+        f", e.g. {parent!r} (the enclosing block)" if parent else ""
+    )
+    return ParameterError(
+        param,
+        "a module that one forward pass calls once",
+        verbatim(f"{path!r} (called {calls} times)"),
+        hint=hint,
+    )
 
 
 def check_layer_path(path: Any, valid: Iterable[str], param: str = "layer") -> str:

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from convlens.deconvnet.project import eval_mode
-from convlens.deconvnet.rules import capture_outputs
+from convlens.deconvnet.rules import capture_outputs, check_seen
 from convlens.errors import ParameterError, ParameterTypeError
 from convlens.progress import progress_bar
 
@@ -171,6 +171,7 @@ def layer_features(
     """
     with eval_mode(model), torch.no_grad(), capture_outputs(model, list(layers)) as seen:
         logits = model(images)
+    check_seen(list(layers), seen)  # each layer ran, once
     feats = {name: seen[name].reshape(len(images), -1).clone() for name in layers}
     if not isinstance(logits, Tensor) or logits.dim() != 2:
         raise ParameterError(

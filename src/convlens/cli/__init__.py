@@ -70,8 +70,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "scan": (
         "scan",
-        "Scan a dataset for the top-k images of every channel of LAYERS, project them with the "
-        "deconvnet and cut their receptive fields (Zeiler & Fergus, arXiv:1311.2901, Fig.",
+        "Scan a dataset for the top-k images of every channel of LAYERS and project them "
+        "(Zeiler & Fergus, Fig. 2).",
     ),
     "symbolic": (
         "symbolic",

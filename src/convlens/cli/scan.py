@@ -18,7 +18,11 @@ def _note(message: str) -> None:
     click.echo(f"convlens: {message}", err=True)
 
 
-@click.command("scan")
+@click.command(
+    "scan",
+    short_help="Scan a dataset for the top-k images of every channel of LAYERS and project them "
+    "(Zeiler & Fergus, Fig. 2).",
+)
 @model_options
 @click.option("--data", "data", required=True, help=DATA_HELP)
 @click.option("--layers", required=True, help="Comma-separated module paths, e.g. features.28.")

@@ -37,8 +37,17 @@ from torch.overrides import TorchFunctionMode
 from convlens.checks import forward_error
 from convlens.deconvnet.explicit import check_rule, relu_backward
 from convlens.errors import ConvLensError, ParameterError
+from convlens.layer_paths import reused_layer
 
-__all__ = ["ReluRuleMode", "RuleReLU", "batched_vjp", "capture_outputs", "relu_rule"]
+__all__ = [
+    "Captured",
+    "ReluRuleMode",
+    "RuleReLU",
+    "batched_vjp",
+    "capture_outputs",
+    "check_seen",
+    "relu_rule",
+]
 
 
 class RuleReLU(torch.autograd.Function):
@@ -114,19 +123,29 @@ def relu_rule(rule: str) -> Iterator[ReluRuleMode]:
         yield mode
 
 
+class Captured(dict[str, Tensor]):
+    """The outputs :func:`capture_outputs` recorded, by layer; ``calls``: how many times the
+    forward called each layer's module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[str, int] = {}
+
+
 @contextlib.contextmanager
-def capture_outputs(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[str, Tensor]]:
+def capture_outputs(model: nn.Module, layers: Sequence[str]) -> Iterator[Captured]:
     """Record the output of each module named in ``layers`` during the block.
 
-    A module called several times (torchvision ResNet's shared ``relu``) is read at its last
-    call. The output the model goes on with is a copy, so later inplace operations of the
-    model do not change the recorded tensor. Hooks are removed on exit, also on errors.
+    A module called more than once (torchvision ResNet's block ``relu``) is counted in
+    ``calls``: :func:`check_seen` refuses it (its output is no one tensor). The output the model
+    goes on with is a copy, so later inplace operations of the model do not change the
+    recorded tensor. Hooks are removed on exit, also on errors.
 
     >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
     >>> with capture_outputs(net, ["0"]) as seen:
     ...     _ = net(torch.ones(1, 2))
-    >>> seen["0"].shape
-    torch.Size([1, 3])
+    >>> seen["0"].shape, seen.calls
+    (torch.Size([1, 3]), {'0': 1})
     """
     modules = dict(model.named_modules())
     missing = [name for name in layers if name not in modules]
@@ -136,7 +155,7 @@ def capture_outputs(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[st
             "a module path of the model, one of: " + ", ".join(n for n in modules if n),
             missing[0],
         )
-    seen: dict[str, Tensor] = {}
+    seen = Captured()
     handles = []
     try:
         for name in dict.fromkeys(layers):
@@ -144,6 +163,9 @@ def capture_outputs(model: nn.Module, layers: Sequence[str]) -> Iterator[dict[st
             def hook(_m: nn.Module, _args: Any, output: Any, name: str = name) -> Any:
                 if not isinstance(output, Tensor):
                     raise ParameterError("layer", "a module whose output is one tensor", name)
+                seen.calls[name] = seen.calls.get(name, 0) + 1
+                if seen.calls[name] > 1:
+                    return None  # refused after the forward pass (check_seen)
                 seen[name] = output
                 return output.clone()
 
@@ -169,7 +191,7 @@ def _loop_vjp(
     x = inputs.detach().clone().requires_grad_(True)
     with torch.enable_grad(), capture_outputs(model, layers) as seen, relu_rule(rule):
         _run_model(model, x)
-    _check_seen(layers, seen)
+    check_seen(layers, seen)
     grads = {}
     for k, layer in enumerate(layers):
         activation = seen[layer]
@@ -206,10 +228,14 @@ def _unsupported_by_func(exc: RuntimeError) -> bool:
     return any(word in str(exc) for word in _FUNC_ERRORS)
 
 
-def _check_seen(layers: Sequence[str], seen: dict[str, Tensor]) -> None:
+def check_seen(layers: Sequence[str], seen: Captured) -> None:
+    """Every layer of ``layers`` ran in the forward pass, each exactly once."""
     missing = [layer for layer in layers if layer not in seen]
     if missing:
         raise ParameterError("layer", "a module that the model's forward calls", missing[0])
+    for layer in layers:
+        if seen.calls.get(layer, 0) > 1:
+            raise reused_layer(layer, seen.calls[layer])
 
 
 def batched_vjp(
@@ -256,7 +282,7 @@ def batched_vjp(
     def forward(x: Tensor) -> tuple[Tensor, ...]:
         with capture_outputs(model, layers) as seen, relu_rule(rule):
             _run_model(model, x)
-        _check_seen(layers, seen)
+        check_seen(layers, seen)
         return tuple(seen[layer] for layer in layers)
 
     handles = [m.register_forward_hook(record) for m in model.modules()]

@@ -61,8 +61,8 @@ def chain_mismatch(
 
     Runs the model's ``forward`` (no gradients; the caller puts it in eval mode) with hooks on
     those layers. A chain holds when the layers are called in order, each once in the whole
-    forward (the rules engine reads a layer called twice at its last call, the chain at its
-    first), ``chain[0]`` on ``inputs`` and every next one on the output of the one before. An
+    forward (a layer called twice has no one output: the rules engine refuses it too),
+    ``chain[0]`` on ``inputs`` and every next one on the output of the one before. An
     error of ``forward`` before ``chain[upto]`` ran is a reason too; one after it is not (a
     head made for other input sizes).
     """

@@ -590,6 +590,11 @@ def invariance_section(
         ("true class", source),
         ("randomness", str(meta.get("randomness", "–"))),
     )
+    skipped = meta.get("skipped") or []
+    if skipped:
+        names = [str(f.get("path") or f.get("index")) for f in skipped]
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        facts += (("unreadable images, skipped", shown),)
     normalized = folder / "invariance_normalized.png"
     return InvarianceSection(
         figure=(folder / "invariance.png").read_bytes(),

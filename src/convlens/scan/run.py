@@ -59,7 +59,7 @@ from convlens.io import (
     remove_written,
     run_folder,
 )
-from convlens.layer_paths import find_modules
+from convlens.layer_paths import find_modules, reused_layer
 from convlens.loaded import eval_mode
 from convlens.models.loading import check_device, state_sha256
 from convlens.progress import progress_bar, wanted
@@ -291,9 +291,13 @@ def probe(
         return None
     check_input_dtype(net, x)
     found: dict[str, tuple[int, int, torch.dtype]] = {}
+    calls: dict[str, int] = {}
 
     def make_hook(name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
+            calls[name] = calls.get(name, 0) + 1
+            if calls[name] > 1:  # the scan's hooks would read one call of several
+                raise reused_layer(name, calls[name], "layers")
             fmap = output[0] if isinstance(output, (tuple, list)) else output
             if name not in found and isinstance(fmap, Tensor):
                 if fmap.dim() < 3:
@@ -303,20 +307,21 @@ def probe(
                         verbatim(f"{name!r} with an output of shape {tuple(fmap.shape)}"),
                     )
                 found[name] = (int(fmap.shape[1]), fmap.dim() - 2, fmap.dtype)
-            if len(found) == len(modules):
-                raise _Stop
 
         return hook
 
+    # the whole forward pass (the scan stops after its layers): a layer called again later
+    # is found here, before anything is written
     handles = [m.register_forward_hook(make_hook(name)) for name, m in modules.items()]
     try:
-        with eval_mode(net), torch.no_grad(), contextlib.suppress(_Stop):
+        with eval_mode(net), torch.no_grad():
             try:
                 net(x)
-            except (_Stop, ConvLensError):
+            except ConvLensError:
                 raise
             except Exception as exc:
-                raise forward_error(net, x, exc) from exc
+                if len(found) < len(modules):  # fails before a scanned layer ran
+                    raise forward_error(net, x, exc) from exc
     finally:
         for h in handles:
             h.remove()
