@@ -584,7 +584,7 @@ def invariance_section(
     requested = meta.get("fill_requested", "–")
     words = _FILL_WORDS.get(str(requested), "a number given in the model's input units")
     fill = f"{_values(doc['fill'])} (requested: {requested}, {words})"
-    facts = (
+    facts: tuple[tuple[str, str], ...] = (
         ("data", str(meta.get("data", "–"))),
         ("layers", ", ".join(doc["layers"])),
         ("true class", source),
