@@ -144,17 +144,20 @@ def test_chain_mismatch_names_the_reason(how, reason):
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
+class _BadHead(nn.Module):
+    """``features`` then a head made for another input size: it fails after the chain."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = _features()
+        self.fc = nn.Linear(999, 2).to(D)
+
+    def forward(self, x):
+        return self.fc(self.features(x).flatten(1))
+
+
 def test_a_forward_that_fails_after_the_chain_still_verifies_it():
-    class Head(nn.Module):  # a head that only takes one input size: not the chain's business
-        def __init__(self):
-            super().__init__()
-            self.features = _features()
-            self.fc = nn.Linear(999, 2).to(D)
-
-        def forward(self, x):
-            return self.fc(self.features(x).flatten(1))
-
-    model = Head()
+    model = _BadHead()
     x = torch.randn(1, 1, 10, 10, dtype=D)
     assert chain_mismatch(model, chain_of(model), x, 4) is None
     assert project(model, x, Target("features.4", 1)).engine == "explicit"
@@ -448,17 +451,8 @@ def test_a_module_called_twice_is_refused_by_the_scan_before_any_work(tmp_path):
 
 
 def test_the_scan_probe_runs_the_whole_forward_but_a_head_failing_after_the_layers_is_fine():
-    class Head(nn.Module):  # a head made for another input size
-        def __init__(self):
-            super().__init__()
-            self.features = _features()
-            self.fc = nn.Linear(999, 2).to(D)
-
-        def forward(self, x):
-            return self.fc(self.features(x).flatten(1))
-
     data = [(torch.randn(1, 10, 10, dtype=D), 0) for _ in range(3)]
-    res = scan(Head(), data, ["features.4"], top=2, progress=False)
+    res = scan(_BadHead(), data, ["features.4"], top=2, progress=False)
     with torch.no_grad():
         maxima = torch.stack([_features()(x[None])[0].amax((1, 2)) for x, _ in data], 1)
     torch.testing.assert_close(res.layers["features.4"].values, maxima.sort(1, True).values[:, :2])
