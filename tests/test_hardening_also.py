@@ -1,6 +1,6 @@
 """Issue 15, also: output folders with the user's umask, the Ctrl-C fault test with SIGINT
-ignored in the parent, and :func:`convlens.loaded.eval_mode` (every module's own training flag
-restored). References: ``0o777 & ~umask`` computed here, ``os.stat``; the flags read before.
+ignored in the parent, :func:`convlens.loaded.eval_mode` (every module's own training flag
+restored) and train-demo's plain progress lines in a log. References: ``0o777 & ~umask`` computed here, ``os.stat``; the flags read before.
 """
 
 from __future__ import annotations
@@ -83,3 +83,17 @@ def test_eval_mode_restores_every_flag_also_on_an_error():
     flat = [m.training for m in net.train(True).modules()]
     assert flat != before
     assert torch.is_grad_enabled()  # eval mode, not no_grad: autograd is the caller's choice
+
+
+def test_train_demo_prints_a_plain_line_per_epoch_when_stderr_is_no_terminal(capsys):
+    from convlens.demo.train import train_demo
+
+    _, metrics = train_demo(epochs=2, limit=128, eval_limit=64, progress=True)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2  # pytest's capture is no terminal: no bar, one line per epoch
+    for line, entry in zip(err, metrics["history"]):
+        assert line.startswith(f"train-demo: epoch {entry['epoch']}/2: ")
+        assert f"test accuracy {entry['test_accuracy']:.4f}" in line
+        assert f"train loss {entry['train_loss']:.4f}" in line
+    train_demo(epochs=1, limit=128, eval_limit=64, progress=False)
+    assert capsys.readouterr().err == ""  # --quiet: nothing

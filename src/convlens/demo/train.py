@@ -22,6 +22,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -180,9 +181,30 @@ def _load_optimizer(
             optimizer.state[param] = state
 
 
+def _plain_log(enabled: bool) -> bool:
+    """Progress asked for, but stderr is no terminal (a log, CI): one plain line per epoch
+    instead of a bar that would print nothing there."""
+    return enabled and not sys.stderr.isatty()
+
+
+def _epoch_line(entry: dict[str, Any], epochs: int) -> str:
+    """The plain progress line of one finished epoch.
+
+    >>> _epoch_line({"epoch": 2, "train_loss": 0.5, "test_accuracy": 0.875,
+    ...              "test_loss": 0.25, "seconds": 3.21}, 10)
+    'train-demo: epoch 2/10: train loss 0.5000, test accuracy 0.8750, test loss 0.2500, 3.2 s'
+    """
+    return (
+        f"train-demo: epoch {entry['epoch']}/{epochs}: train loss {entry['train_loss']:.4f}, "
+        f"test accuracy {entry['test_accuracy']:.4f}, test loss {entry['test_loss']:.4f}, "
+        f"{entry['seconds']:.1f} s"
+    )
+
+
 def _progress(enabled: bool) -> Any:
-    if not enabled:
+    if not enabled or _plain_log(enabled):
         return contextlib.nullcontext(None)
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -199,6 +221,7 @@ def _progress(enabled: bool) -> Any:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
+        console=Console(stderr=True),
     )
 
 
@@ -315,6 +338,8 @@ def train_demo(
                 )
                 if bar is not None:
                     bar.update(task, info=f"epoch {epoch + 1}/{epochs} test acc {accuracy:.4f}")
+                elif _plain_log(progress):
+                    print(_epoch_line(history[-1], epochs), file=sys.stderr, flush=True)
                 if epoch + 1 in saves and save_dir is not None:
                     _save_snapshot(model, save_dir, epoch + 1, config, history[-1])
                 if ckpt_path is not None:
