@@ -260,3 +260,29 @@ def test_cli_errors_stay_one_line_with_the_lazy_group() -> None:
     )
     assert unknown.returncode == 2
     assert "No such command 'no-such-command'" in unknown.stderr
+
+
+@pytest.mark.parametrize(
+    "command", ["project", "scan", "report", "lint", "evolution", "invariance", "correspondence"]
+)
+def test_help_of_the_model_commands_loads_nothing_heavy(command: str) -> None:
+    """``--help`` of a command that loads a model later answers without torch: its options
+    (rules, engines, methods, seeds, the pixel limit) come from the torch-free
+    :mod:`convlens.choices`, which the library checks against too."""
+    import convlens.choices as choices
+    from convlens.deconvnet.explicit import RULES
+    from convlens.deconvnet.project import ENGINES, METHODS
+    from convlens.deconvnet.target import SEEDS
+    from convlens.models.images import MAX_PIXELS
+    from convlens.scan.crop import METHODS as TOP_METHODS
+
+    # one truth: the library's names are the choices' objects themselves
+    assert RULES is choices.RULES
+    assert ENGINES is choices.ENGINES
+    assert SEEDS is choices.SEEDS
+    assert METHODS is TOP_METHODS is choices.METHODS
+    assert MAX_PIXELS == choices.MAX_PIXELS
+    out, probe = run_cli(command, "--help")
+    assert probe["code"] == 0
+    assert probe["heavy"] == [], probe["heavy"]
+    assert "--help" in out

@@ -10,9 +10,8 @@ from typing import Any, TypeVar
 
 import click
 
-from convlens.deconvnet.explicit import RULES
+from convlens.choices import MAX_PIXELS, RULES
 from convlens.errors import ParameterError
-from convlens.models.images import MAX_PIXELS
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -6,9 +6,8 @@ from typing import Any
 
 import click
 
+from convlens.choices import ENGINES, SEEDS
 from convlens.cli._options import max_pixels_option, model_options, rule_option
-from convlens.deconvnet.project import ENGINES
-from convlens.deconvnet.target import SEEDS
 from convlens.errors import ParameterError
 
 

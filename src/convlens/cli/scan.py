@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from convlens.choices import METHODS
 from convlens.cli._options import (
     DATA_HELP,
     max_pixels_option,
@@ -11,7 +12,6 @@ from convlens.cli._options import (
     parse_channels,
     rule_option,
 )
-from convlens.scan import METHODS
 
 
 def _note(message: str) -> None:

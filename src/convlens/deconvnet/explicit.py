@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from convlens.arithmetic import LayerSpec
+from convlens.choices import RULES
 from convlens.errors import ParameterError, ParameterTypeError, UnsupportedModuleError
 
 __all__ = [
@@ -66,8 +67,6 @@ __all__ = [
     "with_switch_grid",
 ]
 
-#: The ReLU rules on the way back (Springenberg et al., arXiv:1412.6806, Fig. 1).
-RULES = ("deconvnet", "guided", "gradient")
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _MAX = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)

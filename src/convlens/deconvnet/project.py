@@ -36,6 +36,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from convlens.checks import check_model_inputs, forward_error
+from convlens.choices import ENGINES, METHODS
 from convlens.deconvnet.cone import (
     can_crop,
     chain_plan,
@@ -64,10 +65,6 @@ from convlens.loaded import eval_mode
 
 __all__ = ["DEFAULT_MEMORY_BUDGET", "ENGINES", "METHODS", "Projection", "eval_mode", "project"]
 
-#: The engines of :func:`project`.
-ENGINES = ("auto", "explicit", "rules")
-#: How :func:`project` computes unit targets (see the module docstring).
-METHODS = ("auto", "crop", "cone", "full")
 #: Working memory, in bytes, that :func:`project` sizes its batches of targets to.
 DEFAULT_MEMORY_BUDGET = 1 << 30
 #: The working set, in bytes, a batch of the full-size reversed pass aims at (at least the N

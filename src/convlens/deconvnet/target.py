@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from convlens.choices import SEEDS
 from convlens.errors import ParameterError, ParameterTypeError
 
 __all__ = [
@@ -36,13 +37,6 @@ __all__ = [
 
 #: The named positions: the strongest unit of the map, or the whole map.
 POSITIONS = ("max", "map")
-#: What the chosen activations are set to before the reversed pass: their own value (Zeiler &
-#: Fergus, arXiv:1311.2901, §2.1) or 1 (the gradient's seed, as Captum, zennit and Grad-CAM
-#: start). The reversed pass is linear in the seed only where every ReLU passes the signal
-#: by the forward pass's signs ("gradient"); the deconvnet and guided rules rectify the signal
-#: itself, so for a unit whose value is negative the two seeds differ by more than a scale, and
-#: a unit of value 0 projects to zeros under ``"value"``.
-SEEDS = ("value", "one")
 Position = Literal["max", "map"] | tuple[int, ...]
 
 

@@ -30,6 +30,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
+from convlens.choices import MAX_PIXELS
 from convlens.errors import ParameterError, ParameterTypeError, verbatim
 
 __all__ = [
@@ -50,8 +51,6 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: The default limit on an image's pixels (Pillow's own decompression-bomb limit).
-MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
 #: How images with more than 8 bits per sample become 8-bit (kept in result metadata).
 DEPTH_RULE = (
     "images with more than 8 bits per sample are scaled from their own bit depth to 8 bits: "

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from convlens.choices import METHODS
 from convlens.deconvnet import Target, project
 from convlens.deconvnet.cone import (
     CroppedProjections,
@@ -56,8 +57,6 @@ __all__ = [
 ]
 
 # ---------------------------------------------------------------------------- top-k projections
-#: How :func:`project_top` computes projections.
-METHODS = ("auto", "crop", "cone", "full")
 
 
 @dataclass(frozen=True)
