@@ -464,3 +464,14 @@ def test_invariance_features_refuse_a_module_called_twice():
     model = _reused_relu_resnet()
     with pytest.raises(ParameterError, match=r"'layer2.1.relu' \(called 2 times\)"):
         layer_features(model, torch.randn(2, 3, 32, 32, dtype=D), ["layer2.1.relu"])
+
+
+def test_occlusion_refuses_a_module_called_twice():
+    from convlens.analysis.occlusion import occlusion_maps
+
+    model = _reused_relu_resnet()
+    image = torch.randn(3, 32, 32, dtype=D)
+    with pytest.raises(ParameterError, match=r"'layer4.0.relu' \(called 2 times\)"):
+        occlusion_maps(model, image, 0, layer="layer4.0.relu", size=8, stride=8)
+    maps = occlusion_maps(model, image, 0, layer="layer4.0", size=8, stride=8)
+    assert maps.positions.shape[0] == 16  # a 4x4 grid of 8-px patches on 32x32

@@ -33,7 +33,7 @@ from convlens._utils import as_tuple
 from convlens.deconvnet.project import eval_mode, project
 from convlens.deconvnet.target import Target
 from convlens.errors import ParameterError, ParameterTypeError
-from convlens.layer_paths import find_module
+from convlens.layer_paths import find_module, reused_layer
 
 __all__ = [
     "OcclusionResult",
@@ -237,9 +237,11 @@ def _forward(model: nn.Module, layer: str, batch: Tensor) -> tuple[Tensor, Tenso
         logits = model(batch)
     if not store:
         raise ParameterError("layer", "a module the forward pass runs", layer)
+    if len(store) > 1:  # no one output: refused as everywhere (scan, project, invariance)
+        raise reused_layer(layer, len(store))
     if not isinstance(logits, Tensor) or logits.dim() != 2:
         raise ParameterError("model", "a model returning logits (N, classes)", type(logits))
-    return store[-1], logits
+    return store[0], logits
 
 
 def occlusion_maps(
