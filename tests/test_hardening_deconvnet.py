@@ -475,3 +475,15 @@ def test_occlusion_refuses_a_module_called_twice():
         occlusion_maps(model, image, 0, layer="layer4.0.relu", size=8, stride=8)
     maps = occlusion_maps(model, image, 0, layer="layer4.0", size=8, stride=8)
     assert maps.positions.shape[0] == 16  # a 4x4 grid of 8-px patches on 32x32
+
+
+def test_the_engine_note_says_why_for_every_choice():
+    x = torch.randn(1, 3, 32, 32, dtype=D)
+    resnet = project(_reused_relu_resnet(), x, Target("layer1.0", 0))
+    assert resnet.engine == "rules"
+    assert resnet.engine_note.startswith("rules: the explicit engine does not apply (model: ")
+    net = _features()
+    y = torch.randn(1, 1, 10, 10, dtype=D)
+    assert project(net, y, Target("4", 0), engine="rules").engine_note == "rules: asked for"
+    chain = project(list(net), y, Target("4", 0))
+    assert (chain.engine, chain.engine_note) == ("explicit", "explicit: the chain of modules given")

@@ -512,7 +512,7 @@ def project(
         except ConvLensError as exc:
             if engine == "explicit":
                 raise
-            note = f"rules: no chain for the explicit engine ({exc})"
+            note = f"rules: the explicit engine does not apply ({exc})"
     if chain is None:
         if not isinstance(model, nn.Module):
             raise ParameterTypeError("model", "an nn.Module", model)
