@@ -485,5 +485,11 @@ def test_the_engine_note_says_why_for_every_choice():
     net = _features()
     y = torch.randn(1, 1, 10, 10, dtype=D)
     assert project(net, y, Target("4", 0), engine="rules").engine_note == "rules: asked for"
+    classifier = _BadHead()
+    classifier.fc = nn.Linear(36, 2).to(D)  # the head made for 10x10 inputs
+    head = project(classifier, y, Target("fc", 0))
+    assert head.engine_note == (
+        "rules: the explicit engine does not apply (layer 'fc' is not in the chain it reverses)"
+    )
     chain = project(list(net), y, Target("4", 0))
     assert (chain.engine, chain.engine_note) == ("explicit", "explicit: the chain of modules given")

@@ -512,7 +512,11 @@ def project(
         except ConvLensError as exc:
             if engine == "explicit":
                 raise
-            note = f"rules: the explicit engine does not apply ({exc})"
+            if isinstance(exc, ParameterError) and exc.param == "layer":
+                why = f"layer {exc.received!r} is not in the chain it reverses"
+            else:
+                why = str(exc)
+            note = f"rules: the explicit engine does not apply ({why})"
     if chain is None:
         if not isinstance(model, nn.Module):
             raise ParameterTypeError("model", "an nn.Module", model)
