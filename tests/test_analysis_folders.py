@@ -240,6 +240,22 @@ def test_cli_invariance_on_a_model_that_is_no_classifier(
         assert not out.exists()
 
 
+def test_cli_invariance_names_an_unknown_layer_as_the_option(
+    tmp_path: Path, images: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "inv"
+    with pytest.raises(SystemExit) as stop:
+        main(
+            ["invariance", "--model", "test_analysis_folders:conv_only", "--data", str(images),
+             "--layers", "0,nope", *AMOUNTS, "--out", str(out)]
+        )  # fmt: skip
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("convlens: error: --layers: expected a module path of the model")
+    assert err.strip().endswith("received 'nope'")
+    assert not out.exists()
+
+
 def test_invariance_skips_and_lists_an_unreadable_image(
     tmp_path: Path, images: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

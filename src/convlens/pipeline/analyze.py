@@ -49,6 +49,7 @@ from convlens.analysis.invariance import (
 )
 from convlens.analysis.outputs import RunFolder
 from convlens.errors import ParameterError, verbatim
+from convlens.layer_paths import find_modules
 from convlens.pipeline.evolution import feature_evolution
 from convlens.pipeline.inputs import DEMO_DATA, open_inputs
 from convlens.scan.data import SafeDataset, dataset_path
@@ -388,6 +389,7 @@ def run_invariance(
     )
     dataset = inputs.dataset
     net = inputs.loaded.model
+    find_modules(net, layers, "--layers")  # named as the option, before any work
     labels_all = dataset_labels(dataset)
     reader = ImageReader(dataset)
     if images is None:
