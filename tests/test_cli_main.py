@@ -142,3 +142,33 @@ def test_a_bare_group_prints_its_help(capsys):
     captured = capsys.readouterr()
     assert "Usage:" in captured.out + captured.err
     assert "conv" in captured.out + captured.err
+
+
+def test_a_warning_reaches_a_cli_user_as_one_line(tmp_path):
+    """In a real process: a model's warning (here a factory's, two lines) is printed as
+    ``convlens: warning: <its first line>``, without Python's file:line and source line."""
+    (tmp_path / "warning_factory.py").write_text(
+        "import warnings\n"
+        "import torch.nn as nn\n"
+        "def net():\n"
+        "    warnings.warn('the factory warns\\nsecond line', UserWarning)\n"
+        "    return nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU())\n"
+    )
+    data = tmp_path / "data" / "a"
+    data.mkdir(parents=True)
+    from PIL import Image
+
+    for i in range(2):
+        Image.new("L", (12, 12), 40 * i).save(data / f"{i}.png")
+    proc = subprocess.run(
+        [sys.executable, "-m", "convlens", "scan", "--model", "warning_factory:net", "--data",
+         str(tmp_path / "data"), "--layers", "1", "--top", "1", "--no-project",
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert "convlens: warning: the factory warns" in lines
+    assert "second line" not in proc.stderr
+    assert "warning_factory.py" not in proc.stderr  # no file:line, no source line

@@ -151,8 +151,28 @@ def cli() -> None:
     """
 
 
+def _format_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: Any = None
+) -> str:
+    """A warning as a command-line user reads it: one line, no source file or code line."""
+    first = (str(message).strip().splitlines() or [""])[0]
+    return f"convlens: warning: {first}\n"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; library errors print one line on stderr and exit with status 2."""
+    """Run the CLI; library errors print one line on stderr and exit with status 2, warnings
+    one line each (``convlens: warning: ...``)."""
+    import warnings
+
+    shown = warnings.formatwarning  # only how a shown warning reads: recording is untouched
+    warnings.formatwarning = _format_warning
+    try:
+        _main(argv)
+    finally:
+        warnings.formatwarning = shown
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         cli.main(args=argv, prog_name="convlens", standalone_mode=False)
     except click.exceptions.Exit as exc:
