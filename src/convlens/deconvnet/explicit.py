@@ -47,6 +47,7 @@ __all__ = [
     "Forward",
     "PoolState",
     "ReluState",
+    "Scratch",
     "avg_unpool",
     "backward_bytes",
     "backward_chain",
@@ -70,6 +71,7 @@ __all__ = [
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _MAX = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+_UNPOOL = {1: F.max_unpool1d, 2: F.max_unpool2d, 3: F.max_unpool3d}
 _AVG = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _PASS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity)
@@ -189,14 +191,43 @@ def _padding_pairs(conv: Any, n: int) -> list[tuple[int, int]]:
     return [(p, p) for p in _ints(conv.padding, n)]
 
 
-def conv_backward(signal: Tensor, conv: Any, input_size: Sequence[int]) -> Tensor:
+class Scratch:
+    """One reusable zero buffer per dtype and device, for the input that
+    ``aten.convolution_backward`` reads only for its shape (the input gradient does not depend
+    on it): a contiguous tensor it does not copy first, as it does an expanded one (measured
+    about 12 % of VGG16's full-size reversed pass). Held by the caller for many reversed passes;
+    it grows to the largest conv input of a batch.
+
+    >>> scratch = Scratch()
+    >>> scratch.view((2, 3), torch.ones(1)).shape, scratch.view((1, 2), torch.ones(1)).sum()
+    (torch.Size([2, 3]), tensor(0.))
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+
+    def view(self, shape: Sequence[int], like: Tensor) -> Tensor:
+        """A zero tensor of ``shape`` with ``like``'s dtype and device, from the buffer."""
+        key = (like.dtype, like.device)
+        size = math.prod(int(v) for v in shape)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.numel() < size:
+            buffer = like.new_zeros(size)
+            self._buffers[key] = buffer
+        return buffer[:size].view(*shape)
+
+
+def conv_backward(
+    signal: Tensor, conv: Any, input_size: Sequence[int], scratch: Scratch | None = None
+) -> Tensor:
     """The transposed convolution with ``conv``'s own weights and no bias, back to ``input_size``.
 
     This is the adjoint (transpose) of the convolution: the input gradient autograd computes,
     by the same kernel (``aten.convolution_backward``), zero where the forward conv never
     reached (the floor in its output size). For an asymmetric padding (``padding='same'`` with
     an even effective kernel) the full ``conv_transpose`` (no padding), which spans the padded
-    input from ``-pad_before``, is cut to the real input.
+    input from ``-pad_before``, is cut to the real input. ``scratch`` (:class:`Scratch`) gives
+    the kernel a real tensor for the input it reads for its shape.
 
     >>> conv = nn.Conv1d(1, 1, 3, stride=2, bias=False)
     >>> conv_backward(torch.ones(1, 1, 3), conv, (8,)).shape
@@ -208,7 +239,10 @@ def conv_backward(signal: Tensor, conv: Any, input_size: Sequence[int]) -> Tenso
     pairs = _padding_pairs(conv, n)
     if all(lo == hi for lo, hi in pairs):
         shape = (signal.shape[0], weight.shape[1] * conv.groups, *input_size)
-        dummy = signal.new_empty(1).expand(shape)  # only its shape is read
+        # only its shape matters (the values are not used for the input gradient)
+        dummy = (
+            signal.new_empty(1).expand(shape) if scratch is None else scratch.view(shape, signal)
+        )
         return torch.ops.aten.convolution_backward(
             signal,
             dummy,
@@ -504,6 +538,7 @@ def layer_backward(
     rule: str,
     path: str = "module",
     inplace: bool = False,
+    scratch: Scratch | None = None,
 ) -> Tensor:
     """Pass ``signal`` (at ``module``'s output) down to its input, given the forward ``state``.
 
@@ -514,6 +549,7 @@ def layer_backward(
     ``state`` has the batch rows of the forward pass, N; ``signal`` N or N*T rows
     (sample-major: rows ``n*T..n*T+T-1`` belong to input ``n``), the state broadcast over them.
     ``inplace``: the ReLU rules may overwrite ``signal`` (the reversed pass owns it).
+    ``scratch``: for the transposed convs (:func:`conv_backward`).
 
     >>> conv = nn.Conv2d(1, 1, 3, padding=1)
     >>> y, st = layer_forward(conv, torch.randn(2, 1, 5, 5))
@@ -523,7 +559,7 @@ def layer_backward(
     _check_module(module, path)
     m: Any = module
     if isinstance(module, _CONV):
-        return conv_backward(signal, module, state.input_size)
+        return conv_backward(signal, module, state.input_size, scratch)
     if isinstance(module, nn.ReLU):
         if rule == "deconvnet":  # the deconvnet rule ignores the forward signs
             return relu_backward(signal, state.positive, rule, inplace)
@@ -537,6 +573,11 @@ def layer_backward(
         n = signal.dim() - 2
         k, s, p, d = _pool_geometry(m, n)
         if state.switches is not None:
+            if signal.device.type == "cpu" and state.indices.shape == signal.shape:
+                # one row per forward row: the native unpooling is a collision-free scatter
+                # here (windows never overlap), equal to the grid's product and measured 2.5x
+                # faster on a CPU; the grid broadcasts over T rows per input where it is not
+                return _UNPOOL[n](signal, state.indices, k, s, p, output_size=state.input_size)
             return switch_unpool(signal, state.switches, state.input_size, p)
         return max_unpool(signal, state.indices, state.input_size, _windows_per_sample(k, s, d))
     if isinstance(module, _AVG):
@@ -642,13 +683,15 @@ def backward_bytes(
 ) -> int:
     """About the working memory of one signal row of :func:`backward_chain` from layer
     ``start``: per layer its input and output signal (twice, for temporaries), plus the
-    per-row switch indices of a max pool whose windows overlap.
+    per-row switch indices of a max pool whose windows overlap, plus the largest conv input
+    (the :class:`Scratch`).
 
     >>> fwd = forward_states(chain_of(nn.Sequential(nn.Conv1d(1, 2, 3))), torch.ones(1, 1, 5), 0)
     >>> backward_bytes(chain_of(nn.Sequential(nn.Conv1d(1, 2, 3))), fwd, 0, 4)
-    88
+    108
     """
     worst = 0
+    scratch = 0
     for i in range(start + 1):
         n_in, n_out = forward.sizes[i]
         need = 2 * itemsize * (n_in + n_out)
@@ -659,8 +702,10 @@ def backward_bytes(
                 need += 8 * n_out  # the switch indices, per row
         if isinstance(chain[i][1], _AVG):
             need += itemsize * n_in  # the probe of avg_unpool
+        if isinstance(module, _CONV):
+            scratch = max(scratch, itemsize * n_in)
         worst = max(worst, need)
-    return worst
+    return worst + scratch
 
 
 def backward_chain(
@@ -669,13 +714,15 @@ def backward_chain(
     states: Sequence[State],
     start: int,
     rule: str,
+    scratch: Scratch | None = None,
 ) -> Tensor:
     """Pass ``signal`` (at the output of ``chain[start]``) down to the chain's input.
 
     ``states`` come from :func:`forward_chain` (or :func:`forward_states`); ``signal`` may
     have ``T`` rows per input sample (sample-major), the states are broadcast over them. Max
     pools whose windows never overlap unpool by their switch grid (:func:`with_switch_grid`;
-    pass states that have it to compute it once for many calls).
+    pass states that have it to compute it once for many calls); pass one :class:`Scratch` to
+    many calls too.
     """
     check_rule(rule)
     owned = False  # the caller's signal is read, never written; the pass owns what it makes
@@ -683,7 +730,7 @@ def backward_chain(
         for i in range(start, -1, -1):
             path, module = chain[i]
             state = with_switch_grid(module, states[i])
-            out = layer_backward(module, signal, state, rule, path, inplace=owned)
+            out = layer_backward(module, signal, state, rule, path, inplace=owned, scratch=scratch)
             owned = owned or out is not signal
             signal = out
     return signal

@@ -47,6 +47,7 @@ from convlens.deconvnet.cone import (
 )
 from convlens.deconvnet.explicit import (
     Forward,
+    Scratch,
     backward_bytes,
     backward_chain,
     chain_of,
@@ -336,13 +337,14 @@ def _full_size(
     block_n = min(n, rows)
     block_t = max(1, min(len(members), rows // block_n))
     ready = prepare_states(chain[: i + 1], fwd.states[: i + 1], activation.dtype, rule)
+    scratch = Scratch()  # one buffer for the transposed convs of every batch
     for a in range(0, n, block_n):
         b = min(n, a + block_n)
         states = [slice_state(state, slice(a, b)) for state in ready]
         for c in range(0, len(members), block_t):
             chunk = members[c : c + block_t]
             signal, values, positions = select(activation[a:b], [targets[t] for t in chunk], seed)
-            back = backward_chain(chain, signal, states, i, rule)
+            back = backward_chain(chain, signal, states, i, rule, scratch)
             consecutive = chunk == list(range(chunk[0], chunk[0] + len(chunk)))
             index: Any = slice(chunk[0], chunk[-1] + 1) if consecutive else torch.tensor(chunk)
             out.projections[a:b, index] = back.reshape(b - a, len(chunk), *out.sample)
