@@ -214,10 +214,11 @@ def test_method_errors():
 def test_a_budget_too_small_for_one_row_is_refused_with_the_estimate():
     net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU()).double()
     x = torch.randn(1, 1, 16, 16, dtype=D)
-    # one row: conv input 256 + output 2048 samples, twice, 8 bytes each = 36864 bytes
-    with pytest.raises(ParameterError, match=r"memory_budget: expected at least 36864 bytes"):
-        project(net, x, Target("0", 0, "map"), memory_budget=36863)
-    project(net, x, Target("0", 0, "map"), memory_budget=36864)
+    # one row: conv input 256 + output 2048 samples, twice, 8 bytes each = 36864 bytes, plus
+    # the conv's input shape in the scratch buffer, 256 x 8 = 2048 bytes
+    with pytest.raises(ParameterError, match=r"memory_budget: expected at least 38912 bytes"):
+        project(net, x, Target("0", 0, "map"), memory_budget=38911)
+    project(net, x, Target("0", 0, "map"), memory_budget=38912)
 
 
 def test_full_size_batches_sized_to_the_budget_equal_one_batch_and_autograd(monkeypatch):
@@ -235,15 +236,16 @@ def test_full_size_batches_sized_to_the_budget_equal_one_batch_and_autograd(monk
     calls = []
     real = PROJECT.backward_chain
 
-    def counting(chain, signal, states, start, rule):
+    def counting(chain, signal, states, start, rule, scratch=None):
         calls.append(signal.shape[0])
-        return real(chain, signal, states, start, rule)
+        return real(chain, signal, states, start, rule, scratch)
 
     monkeypatch.setattr(PROJECT, "backward_chain", counting)
     one = project(net, x, targets, rule="gradient", method="full")
     assert calls == [15, 6]  # one batch per layer: N x T rows
     calls.clear()
-    per_row = 2 * 8 * (6 * 400 + 6 * 400)  # the largest layer: the first ReLU
+    # the largest layer (the first ReLU) plus the scratch of the largest conv input (2 x 400)
+    per_row = 2 * 8 * (6 * 400 + 6 * 400) + 8 * 2 * 400
     small = project(net, x, targets, rule="gradient", method="full", memory_budget=2 * per_row)
     assert max(calls) <= 2
     assert sum(calls) == 21
