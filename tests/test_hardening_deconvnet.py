@@ -493,3 +493,20 @@ def test_the_engine_note_says_why_for_every_choice():
     )
     chain = project(list(net), y, Target("4", 0))
     assert (chain.engine, chain.engine_note) == ("explicit", "explicit: the chain of modules given")
+
+
+def test_a_sequential_that_places_one_relu_twice_keeps_both_in_the_chain():
+    # named_children() lists a reused module once: the chain lost the second ReLU, and the
+    # explicit engine projected through a network without it
+    torch.manual_seed(0)
+    relu = nn.ReLU()
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), relu, nn.Conv2d(2, 3, 3), relu, nn.Conv2d(3, 2, 3))
+    net = net.to(D)
+    assert [p for p, _ in chain_of(net)] == ["0", "1", "2", "3", "4"]
+    x = torch.randn(1, 1, 12, 12, dtype=D)
+    ref, _ = _autograd_gradient(net, x, "4", 1, (1, 1))
+    for engine in ("auto", "explicit", "rules"):
+        out = project(net, x, Target("4", 1, (1, 1)), engine=engine, rule="gradient", seed="one")
+        torch.testing.assert_close(out.projections[0, 0], ref[0], rtol=1e-12, atol=1e-12)
+        with pytest.raises(ParameterError, match=r"'1' \(called 2 times\)"):
+            project(net, x, Target("1", 0), engine=engine)

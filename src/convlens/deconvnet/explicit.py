@@ -621,7 +621,11 @@ def chain_of(model: Any) -> list[tuple[str, nn.Module]]:
 
 def _flatten(seq: nn.Sequential, prefix: str) -> list[tuple[str, nn.Module]]:
     out: list[tuple[str, nn.Module]] = []
-    for name, child in seq.named_children():
+    # every entry, as the Sequential's forward runs them: named_children() would skip a
+    # module placed twice (one ReLU object reused), and the chain would lose a layer
+    for name, child in seq._modules.items():
+        if child is None:
+            continue
         if isinstance(child, nn.Sequential):
             out += _flatten(child, f"{prefix}{name}.")
         else:

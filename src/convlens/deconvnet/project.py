@@ -61,7 +61,7 @@ from convlens.deconvnet.rules import batched_vjp
 from convlens.deconvnet.target import Target, as_targets, check_seed, locate, select
 from convlens.deconvnet.verify import chain_mismatch
 from convlens.errors import ConvLensError, ParameterError, ParameterTypeError
-from convlens.layer_paths import check_layer_path
+from convlens.layer_paths import check_layer_path, reused_layer
 from convlens.loaded import eval_mode
 
 __all__ = ["DEFAULT_MEMORY_BUDGET", "ENGINES", "METHODS", "Projection", "eval_mode", "project"]
@@ -153,6 +153,10 @@ def _explicit_chain(
                 target.layer,
             )
         deepest = max(deepest, index)
+        module = chain[index][1]
+        uses = sum(m is module for _, m in chain)
+        if uses > 1:  # one module placed twice: its output is no one tensor
+            raise reused_layer(target.layer, uses)
     check_chain(chain, deepest)
     return chain, deepest
 
