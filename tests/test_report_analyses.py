@@ -62,6 +62,7 @@ from convlens.report.analyses import (
 )
 from convlens.report.build import run_report
 from convlens.scan.data import ImageFolderDataset
+from test_report_e2e import CLASSES, _preprocess, tiny_model  # one small classifier factory
 from test_report_render import parse
 
 EVIL = "a&b\"<i>'"
@@ -402,24 +403,6 @@ def test_correspondence_table_is_the_formula_on_the_demo_parts(report: Path) -> 
 
 
 # ---------------------------------------------------------------------- a user's model, CLI
-
-
-CLASSES = (EVIL, "plain")
-
-
-def _preprocess(image: Image.Image) -> torch.Tensor:
-    pixels = np.asarray(image.convert("L").resize((12, 12)), dtype=np.float32) / 255.0
-    return torch.from_numpy(pixels - 0.5).unsqueeze(0)
-
-
-def tiny_model() -> LoadedModel:
-    """``--model test_report_analyses:tiny_model``: a seeded small classifier."""
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 5, 3),
-        nn.ReLU(), nn.Flatten(), nn.Linear(5 * 4 * 4, 2),
-    ).eval()  # fmt: skip
-    return LoadedModel(net, "tiny <net>", _preprocess, (1, 12, 12), None, CLASSES, "test")
 
 
 def conv_only_model() -> LoadedModel:
